@@ -1,0 +1,30 @@
+"""Packaging for desktop-relay: the library under src/ plus the twistd plugin under twisted/plugins/."""
+
+from setuptools import find_packages, setup
+
+setup(
+    name="desktop-relay",
+    version="0.1.0",
+    description="Per-user Kasm desktops in the browser, relayed by Twisted",
+    python_requires=">=3.11",
+    package_dir={"": "src", "twisted.plugins": "twisted/plugins"},
+    # twisted.plugins is Twisted's namespace for plugins: we ship one module into it,
+    # never an __init__.py of our own.
+    packages=find_packages("src") + ["twisted.plugins"],
+    package_data={"desktop_relay": ["web/templates/*.html", "web/static/*", "schema/*.sql"]},
+    install_requires=[
+        "twisted[tls]>=24.7",
+        "autobahn>=24.4",
+        "treq>=24.9",
+        "klein>=24.8",
+        "docker>=7.1",
+        "pyopenssl>=24.0",
+        "service-identity>=24.1",
+        "attrs>=23.1",
+        # Password hashing for local accounts: argon2id via the reference C library.
+        "argon2-cffi>=23.1",
+    ],
+    extras_require={
+        "test": ["pytest>=8", "pytest-twisted>=1.14", "websockets>=12"],
+    },
+)

@@ -1,0 +1,408 @@
+"""Reading and validating relay.ini into typed, immutable settings.
+
+Every option, its default and its check live in this module; a wrong value raises
+ConfigError with one line naming the file, section, key and reason.
+"""
+
+from __future__ import annotations
+
+import configparser
+import ipaddress
+import os
+import re
+from pathlib import Path
+from types import MappingProxyType
+from typing import Callable, Mapping, TypeVar
+from urllib.parse import urlsplit
+
+import attr
+
+T = TypeVar("T")
+
+
+class ConfigError(Exception):
+    """A configuration problem, described in one line: file, section, key and reason."""
+
+
+@attr.s(frozen=True, auto_attribs=True)
+class DesktopType:
+    """One `[desktop:NAME]` section: which image to run, with what limits, for whom."""
+
+    name: str
+    image: str
+    title: str
+    description: str
+    shm_size: str
+    memory: str | None
+    cpus: float | None
+    pids_limit: int | None
+    environment: Mapping[str, str]
+    groups: frozenset[str]
+    users: frozenset[str]
+
+    def allows(self, user_id: str, groups: frozenset[str]) -> bool:
+        """Whether a user with these groups may start this desktop ("*" admits everyone)."""
+        return "*" in self.groups or user_id in self.users or bool(self.groups & groups)
+
+
+@attr.s(frozen=True, auto_attribs=True)
+class RelayConfig:
+    """All settings of one relay, as read from relay.ini."""
+
+    source: Path
+    listen: str
+    public_url: str  # normalised to an origin: scheme://host[:port]
+    instance: str
+    database: Path
+    trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
+    docker_url: str | None
+    docker_threads: int
+    port_range: tuple[int, int] | None
+    start_timeout: float
+    stop_timeout: int
+    reconcile_interval: float
+    password_file: Path
+    login_attempts: int
+    login_window: float
+    web_session_idle: float
+    web_session_lifetime: float
+    max_sessions_per_user: int
+    ws_max_message_size: int
+    ws_ping_interval: float
+    ws_open_timeout: float
+    desktops: Mapping[str, DesktopType]
+
+    @property
+    def secure_cookies(self) -> bool:
+        """Cookies carry Secure when browsers reach us over https."""
+        return self.public_url.startswith("https://")
+
+
+_SIZE = re.compile(r"^[0-9]+[bkmg]?$", re.IGNORECASE)
+_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
+_DURATION = re.compile(r"^([0-9]+(?:\.[0-9]+)?)\s*(ms|s|m|h|d)?$")
+_DURATION_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
+
+# The schema: section -> key -> default. A key missing here is unknown and refused.
+_RELAY_DEFAULTS = {
+    "listen": "tcp:8080:interface=127.0.0.1",
+    "public_url": "http://127.0.0.1:8080",
+    "instance": "default",
+    "database": "var/relay.sqlite3",
+    "trusted_proxies": "",
+}
+_DOCKER_DEFAULTS = {
+    "url": "",
+    "threads": "4",
+    "port_range": "",
+    "start_timeout": "60s",
+    "stop_timeout": "10s",
+    "reconcile_interval": "30s",
+}
+_AUTH_DEFAULTS = {
+    "password_file": "etc/passwords",
+    "login_attempts": "5",
+    "login_window": "5m",
+    "session_idle": "8h",
+    "session_lifetime": "24h",
+}
+_SESSIONS_DEFAULTS = {"max_per_user": "2"}
+_WEBSOCKET_DEFAULTS = {
+    "max_message_size": "16m",
+    "ping_interval": "30s",
+    "open_timeout": "15s",
+}
+_DESKTOP_DEFAULTS = {
+    "image": None,
+    "title": "",
+    "description": "",
+    "shm_size": "512m",
+    "memory": "",
+    "cpus": "",
+    "pids_limit": "",
+    "environment": "",
+    "groups": "",
+    "users": "",
+}
+_SECTIONS = {
+    "relay": _RELAY_DEFAULTS,
+    "docker": _DOCKER_DEFAULTS,
+    "auth": _AUTH_DEFAULTS,
+    "sessions": _SESSIONS_DEFAULTS,
+    "websocket": _WEBSOCKET_DEFAULTS,
+}
+# Environment variables the relay sets itself; a desktop section may not override them.
+_RESERVED_ENVIRONMENT = frozenset({"VNC_PW", "NO_VNC_PORT"})
+
+
+class _Reader:
+    """Reads typed values from one parsed file, raising ConfigError that names the spot."""
+
+    def __init__(self, path: Path, parser: configparser.ConfigParser) -> None:
+        self.path = path
+        self.parser = parser
+
+    def fail(self, section: str, key: str | None, reason: str) -> ConfigError:
+        where = f"[{section}] {key}" if key else f"[{section}]"
+        return ConfigError(f"{self.path}: {where}: {reason}")
+
+    def raw(self, section: str, key: str, defaults: Mapping[str, str | None]) -> str:
+        if self.parser.has_option(section, key):
+            return self.parser.get(section, key).strip()
+        default = defaults[key]
+        if default is None:
+            raise self.fail(section, key, "is required")
+        return default
+
+    def value(
+        self,
+        section: str,
+        key: str,
+        defaults: Mapping[str, str | None],
+        convert: Callable[[str], T],
+    ) -> T:
+        text = self.raw(section, key, defaults)
+        try:
+            return convert(text)
+        except ValueError as e:
+            raise self.fail(section, key, f"{text!r}: {e}") from None
+
+    def path_value(self, section: str, key: str, defaults: Mapping[str, str | None]) -> Path:
+        text = self.raw(section, key, defaults)
+        if not text:
+            raise self.fail(section, key, "must not be empty")
+        path = Path(text)
+        # Relative paths are relative to the directory above etc/, i.e. the install root, so
+        # that the shipped defaults work from a checkout; absolute paths are used as given.
+        return path if path.is_absolute() else self.path.resolve().parent.parent / path
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise ValueError("must be a whole number of at least 1")
+    return value
+
+
+def _duration(text: str) -> float:
+    match = _DURATION.match(text.lower())
+    if not match:
+        raise ValueError("must be a duration such as 30s, 5m, 8h")
+    seconds = float(match.group(1)) * _DURATION_UNITS[match.group(2)]
+    if seconds <= 0:
+        raise ValueError("must be longer than zero")
+    return seconds
+
+
+def _byte_size(text: str) -> int:
+    if not _SIZE.match(text):
+        raise ValueError("must be a size such as 512m, 2g or 65536")
+    units = {"b": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
+    suffix = text[-1].lower()
+    if suffix in units:
+        return int(text[:-1]) * units[suffix]
+    return int(text)
+
+
+def _docker_size(text: str) -> str:
+    _byte_size(text)
+    return text.lower()
+
+
+def _optional(convert: Callable[[str], T]) -> Callable[[str], T | None]:
+    def optional(text: str) -> T | None:
+        return convert(text) if text else None
+
+    return optional
+
+
+def _cpus(text: str) -> float:
+    value = float(text)
+    if not 0 < value <= 1024:
+        raise ValueError("must be a number of CPUs greater than 0")
+    return value
+
+
+def _word_set(text: str) -> frozenset[str]:
+    return frozenset(part for part in re.split(r"[\s,]+", text) if part)
+
+
+def _environment(text: str) -> Mapping[str, str]:
+    env: dict[str, str] = {}
+    for line in text.splitlines():
+        line = line.strip()
+        if not line:
+            continue
+        name, sep, value = line.partition("=")
+        if not sep or not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", name.strip()):
+            raise ValueError(f"{line!r} is not NAME=value (one per line)")
+        if name.strip() in _RESERVED_ENVIRONMENT:
+            raise ValueError(f"{name.strip()} is set by the relay itself")
+        env[name.strip()] = value.strip()
+    return MappingProxyType(env)
+
+
+def _port_range(text: str) -> tuple[int, int] | None:
+    if not text:
+        return None
+    low, sep, high = text.partition("-")
+    if not sep:
+        raise ValueError("must be LOW-HIGH, e.g. 40000-40999")
+    first, last = int(low), int(high)
+    if not 1024 <= first <= last <= 65535:
+        raise ValueError("must be within 1024-65535 with LOW <= HIGH")
+    return (first, last)
+
+
+def _public_url(text: str) -> str:
+    parts = urlsplit(text)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("must be an absolute http:// or https:// URL")
+    if parts.query or parts.fragment or parts.path not in ("", "/"):
+        raise ValueError("must be the site root: no path, query or fragment")
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+def _networks(text: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    return tuple(ipaddress.ip_network(part, strict=False) for part in _word_set(text))
+
+
+def _instance(text: str) -> str:
+    if not _NAME.match(text):
+        raise ValueError("must be lower-case letters, digits, '.', '_' or '-'")
+    return text
+
+
+def _is_loopback_host(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _listen_interface(listen: str) -> str | None:
+    """The interface= of a tcp endpoint string (None: all interfaces)."""
+    match = re.search(r"(?:^|:)interface=([^:]+)", listen)
+    return match.group(1).replace("\\", "") if match else None
+
+
+def load_config(path: str | os.PathLike[str]) -> RelayConfig:
+    """Read and check relay.ini; raise ConfigError with one line on any problem."""
+    source = Path(path)
+    parser = configparser.ConfigParser(
+        interpolation=None, default_section="\0none", inline_comment_prefixes=None
+    )
+    try:
+        with source.open(encoding="utf-8") as f:
+            parser.read_file(f)
+    except FileNotFoundError:
+        raise ConfigError(f"{source}: cannot read configuration: no such file") from None
+    except OSError as e:
+        raise ConfigError(f"{source}: cannot read configuration: {e.strerror}") from None
+    except configparser.Error as e:
+        raise ConfigError(f"{source}: not a valid ini file: {e.message.splitlines()[0]}") from None
+
+    reader = _Reader(source, parser)
+    for section in parser.sections():
+        if section.startswith("desktop:"):
+            known: Mapping[str, str | None] = _DESKTOP_DEFAULTS
+        elif section in _SECTIONS:
+            known = _SECTIONS[section]
+        else:
+            raise reader.fail(section, None, "unknown section")
+        for key in parser.options(section):
+            if key not in known:
+                raise reader.fail(section, key, "unknown key")
+
+    r, d, a = _RELAY_DEFAULTS, _DOCKER_DEFAULTS, _AUTH_DEFAULTS
+    listen = reader.raw("relay", "listen", r)
+    public_url = reader.value("relay", "public_url", r, _public_url)
+    desktops = _read_desktops(reader)
+    config = RelayConfig(
+        source=source,
+        listen=listen,
+        public_url=public_url,
+        instance=reader.value("relay", "instance", r, _instance),
+        database=reader.path_value("relay", "database", r),
+        trusted_proxies=reader.value("relay", "trusted_proxies", r, _networks),
+        docker_url=reader.raw("docker", "url", d) or None,
+        docker_threads=reader.value("docker", "threads", d, _positive_int),
+        port_range=reader.value("docker", "port_range", d, _port_range),
+        start_timeout=reader.value("docker", "start_timeout", d, _duration),
+        stop_timeout=max(1, int(reader.value("docker", "stop_timeout", d, _duration))),
+        reconcile_interval=reader.value("docker", "reconcile_interval", d, _duration),
+        password_file=reader.path_value("auth", "password_file", a),
+        login_attempts=reader.value("auth", "login_attempts", a, _positive_int),
+        login_window=reader.value("auth", "login_window", a, _duration),
+        web_session_idle=reader.value("auth", "session_idle", a, _duration),
+        web_session_lifetime=reader.value("auth", "session_lifetime", a, _duration),
+        max_sessions_per_user=reader.value(
+            "sessions", "max_per_user", _SESSIONS_DEFAULTS, _positive_int
+        ),
+        ws_max_message_size=reader.value(
+            "websocket", "max_message_size", _WEBSOCKET_DEFAULTS, _byte_size
+        ),
+        ws_ping_interval=reader.value("websocket", "ping_interval", _WEBSOCKET_DEFAULTS, _duration),
+        ws_open_timeout=reader.value("websocket", "open_timeout", _WEBSOCKET_DEFAULTS, _duration),
+        desktops=desktops,
+    )
+    _check_safety(reader, config)
+    return config
+
+
+def _read_desktops(reader: _Reader) -> Mapping[str, DesktopType]:
+    desktops: dict[str, DesktopType] = {}
+    k = _DESKTOP_DEFAULTS
+    for section in reader.parser.sections():
+        if not section.startswith("desktop:"):
+            continue
+        name = section.partition(":")[2]
+        if not _NAME.match(name):
+            raise reader.fail(section, None, "desktop name must be lower-case letters and digits")
+        image = reader.raw(section, "image", k)
+        if not image:
+            raise reader.fail(section, "image", "must not be empty")
+        groups = reader.value(section, "groups", k, _word_set)
+        users = reader.value(section, "users", k, _word_set)
+        if not groups and not users:
+            raise reader.fail(section, "groups", "no one may start this desktop: name groups, users or *")
+        desktops[name] = DesktopType(
+            name=name,
+            image=image,
+            title=reader.raw(section, "title", k) or name,
+            description=reader.raw(section, "description", k),
+            shm_size=reader.value(section, "shm_size", k, _docker_size),
+            memory=reader.value(section, "memory", k, _optional(_docker_size)),
+            cpus=reader.value(section, "cpus", k, _optional(_cpus)),
+            pids_limit=reader.value(section, "pids_limit", k, _optional(_positive_int)),
+            environment=reader.value(section, "environment", k, _environment),
+            groups=groups,
+            users=users,
+        )
+    if not desktops:
+        raise ConfigError(f"{reader.path}: no [desktop:NAME] section: there is nothing to start")
+    return MappingProxyType(desktops)
+
+
+def _check_safety(reader: _Reader, config: RelayConfig) -> None:
+    """Refuse configurations that would expose sessions, rather than guess."""
+    interface = _listen_interface(config.listen)
+    exposed = interface is None or not _is_loopback_host(interface.strip("[]"))
+    if config.listen.startswith(("ssl:", "tls:")):
+        exposed = False  # the relay terminates TLS itself
+    public_host = urlsplit(config.public_url).hostname or ""
+    if exposed and not config.secure_cookies:
+        raise reader.fail(
+            "relay",
+            "listen",
+            "listens beyond loopback while public_url is http://: session cookies would cross "
+            "the network in clear text; listen on 127.0.0.1 behind Apache, or use an https public_url",
+        )
+    if config.public_url.startswith("http://") and not _is_loopback_host(public_host):
+        raise reader.fail(
+            "relay",
+            "public_url",
+            "plain http is only allowed for a loopback demo; use https:// behind Apache",
+        )

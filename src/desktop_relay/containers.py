@@ -1,0 +1,94 @@
+"""The provisioning interface: what the relay asks of a container engine, and the values it gets back.
+
+The Docker implementation lives in docker_provisioner.py, an in-memory one for tests in
+tests/fakes.py; both are held to the same behaviour by tests/provisioner_contract.py.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+import attr
+from twisted.internet.defer import Deferred
+from zope.interface import Interface
+
+from .config import DesktopType
+
+# Label keys on every container the relay creates; Docker is the truth about containers.
+LABEL_PREFIX = "org.desktop-relay."
+LABEL_INSTANCE = LABEL_PREFIX + "instance"
+LABEL_SESSION = LABEL_PREFIX + "session"
+LABEL_OWNER = LABEL_PREFIX + "owner"
+LABEL_DESKTOP = LABEL_PREFIX + "desktop"
+
+# KasmVNC's HTTPS + WebSocket port inside every desktop container.
+DESKTOP_PORT = 6901
+
+
+class ContainerEngineUnavailable(Exception):
+    """The container engine could not be reached; the caller should answer 503 and retry later."""
+
+
+class ContainerStartFailed(Exception):
+    """The engine refused to create or start a container; str() is the reason for the user."""
+
+
+@attr.s(frozen=True, auto_attribs=True)
+class ContainerSpec:
+    """Everything needed to start one session's container."""
+
+    session_id: str
+    owner: str
+    instance: str
+    desktop: DesktopType
+    vnc_password: str
+
+    @property
+    def labels(self) -> Mapping[str, str]:
+        return {
+            LABEL_INSTANCE: self.instance,
+            LABEL_SESSION: self.session_id,
+            LABEL_OWNER: self.owner,
+            LABEL_DESKTOP: self.desktop.name,
+        }
+
+
+@attr.s(frozen=True, auto_attribs=True)
+class ContainerInfo:
+    """What the engine reports about one of our containers."""
+
+    container_id: str
+    session_id: str
+    owner: str
+    desktop: str
+    running: bool
+    # The engine's status word: created, running, exited, dead, ...
+    status: str
+    # Host port on 127.0.0.1 that reaches the container's port 6901; None when not published.
+    host_port: int | None
+    exit_code: int | None = None
+    # Why the container is not running, in words (engine error or exit code), for the user.
+    problem: str | None = None
+    # VNC_PW from the container's environment, so a relay that lost its store can adopt it.
+    vnc_password: str | None = None
+
+
+class IContainerProvisioner(Interface):
+    """Starts, inspects and removes desktop containers. Every method returns a Deferred and
+    never blocks the reactor; engine outages fail with ContainerEngineUnavailable."""
+
+    def start(spec: ContainerSpec) -> Deferred[ContainerInfo]:
+        """Create and start the container for spec; ContainerStartFailed if the engine says no.
+        A container that could not be started is removed before the failure is reported."""
+
+    def inspect(container_id: str) -> Deferred[ContainerInfo | None]:
+        """Current state of a container, or None when it no longer exists."""
+
+    def logs_tail(container_id: str, lines: int) -> Deferred[str]:
+        """The last lines of the container's output, for failure reasons ('' when gone)."""
+
+    def remove(container_id: str, timeout: int) -> Deferred[None]:
+        """Stop (giving it timeout seconds) and remove the container; succeed when already gone."""
+
+    def list_managed(instance: str) -> Deferred[list[ContainerInfo]]:
+        """All containers, running or not, labelled as belonging to this relay instance."""
