@@ -1,0 +1,51 @@
+"""Test-wide fixtures: failing a test on logged errors or leaked reactor state, as trial does.
+
+No module-level reactor import here: pytest-twisted installs the reactor first.
+"""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+import pytest
+from twisted.logger import globalLogPublisher, ILogObserver, LogLevel
+from zope.interface import provider
+
+
+@pytest.fixture(autouse=True)
+def fail_on_logged_errors(request: pytest.FixtureRequest) -> Iterator[list[dict]]:
+    """Collect critical/error log events during a test and fail the test if any appear.
+
+    A test that expects an error logged takes this fixture and empties the list itself.
+    """
+    errors: list[dict] = []
+
+    @provider(ILogObserver)
+    def observe(event: dict) -> None:
+        if event.get("log_level") in (LogLevel.error, LogLevel.critical) or event.get("isError"):
+            errors.append(event)
+
+    globalLogPublisher.addObserver(observe)
+    try:
+        yield errors
+    finally:
+        globalLogPublisher.removeObserver(observe)
+    if errors:
+        from twisted.logger import formatEvent
+
+        texts = [formatEvent(e) + ("\n" + e["log_failure"].getTraceback() if "log_failure" in e else "") for e in errors]
+        pytest.fail("errors were logged during the test:\n" + "\n".join(texts))
+
+
+@pytest.fixture(autouse=True)
+def no_leaked_delayed_calls() -> Iterator[None]:
+    """Fail a test that leaves timers behind on the global reactor."""
+    from twisted.internet import reactor
+
+    before = set(reactor.getDelayedCalls())
+    yield
+    leaked = [c for c in reactor.getDelayedCalls() if c not in before and c.active()]
+    for call in leaked:
+        call.cancel()
+    if leaked:
+        pytest.fail(f"test left delayed calls behind: {leaked}")
