@@ -1,0 +1,152 @@
+"""Wiring: build_relay(config, reactor) builds the whole tree of services from the settings.
+
+This is the one place that knows every part; the parts only know the interfaces they are given.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.application.internet import StreamServerEndpointService, TimerService
+from twisted.application.service import MultiService
+from twisted.internet.defer import Deferred, DeferredList, inlineCallbacks
+from twisted.internet.endpoints import serverFromString
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+from twisted.python.threadpool import ThreadPool
+from twisted.web.server import Site
+
+from .auth.local import LocalAccounts, PasswordFileError
+from .auth.throttle import LoginThrottle
+from .auth.websessions import WebSessions
+from .config import ConfigError, RelayConfig
+from .containers import ContainerEngineUnavailable
+from .docker_provisioner import DockerProvisioner
+from .lifecycle import DesktopSessions
+from .readiness import ReadinessProbe
+from .relay.assets import AssetRelay
+from .relay.websocket import CLOSE_GOING_AWAY, CLOSE_SESSION_STOPPED, DesktopBridgeFactory
+from .store import SQLiteStore
+from .web.access import DesktopAccess
+from .web.api import UserAPI
+from .web.app import RelayWeb
+from .web.guard import RequestGuard
+
+
+class RelayService(MultiService):
+    """The relay: opens the store, reconciles with Docker, then listens; undoes it in reverse."""
+
+    _log = Logger()
+
+    def __init__(self, config: RelayConfig, reactor: Any) -> None:
+        super().__init__()
+        self.config = config
+        self._reactor = reactor
+        try:
+            authenticator = LocalAccounts(config.password_file)
+        except PasswordFileError as e:
+            raise ConfigError(f"{config.source}: [auth] password_file: {e}") from None
+
+        self.store = SQLiteStore(config.database, reactor)
+        # Docker SDK calls block; they get their own bounded pool, never the reactor's shared one.
+        self._docker_pool = ThreadPool(minthreads=0, maxthreads=config.docker_threads, name="docker")
+        provisioner = DockerProvisioner(
+            reactor=reactor, threadpool=self._docker_pool, url=config.docker_url, port_range=config.port_range
+        )
+        self.web_sessions = WebSessions(
+            self.store, reactor, secure=config.secure_cookies,
+            idle=config.web_session_idle, lifetime=config.web_session_lifetime,
+        )
+        guard = RequestGuard(self.web_sessions, config.public_url, config.trusted_proxies)
+        self.bridges = DesktopBridgeFactory(
+            lambda request: self.access.resolve_upgrade(request),
+            reactor=reactor,
+            url=config.public_url.replace("http", "ws", 1),
+            max_message_size=config.ws_max_message_size,
+            ping_interval=config.ws_ping_interval,
+            open_timeout=config.ws_open_timeout,
+        )
+        self.sessions = DesktopSessions(
+            store=self.store,
+            provisioner=provisioner,
+            probe=ReadinessProbe(reactor).probe,
+            clock=reactor,
+            desktops=config.desktops,
+            instance=config.instance,
+            max_per_user=config.max_sessions_per_user,
+            start_timeout=config.start_timeout,
+            stop_timeout=config.stop_timeout,
+            on_session_ended=lambda session_id: self.bridges.close_session(
+                session_id, CLOSE_SESSION_STOPPED, "desktop session stopped"
+            ),
+        )
+        self.access = DesktopAccess(self.store, self.sessions, guard)
+        web = RelayWeb(
+            guard=guard,
+            authenticator=authenticator,
+            throttle=LoginThrottle(reactor, config.login_attempts, config.login_window),
+            api=UserAPI(self.store, self.sessions, guard),
+            access=self.access,
+            assets=AssetRelay(reactor),
+            bridges=self.bridges,
+        )
+        site = Site(web.app.resource())
+        site.displayTracebacks = False
+        self._listener = StreamServerEndpointService(serverFromString(reactor, config.listen), site)
+        # A port that cannot be bound is fatal: twistd should exit, not run without listening.
+        self._listener._raiseSynchronously = True
+        self._reconciler = LoopingCall(self._reconcile)
+        self._reconciler.clock = reactor
+        self._purger = TimerService(300, self.web_sessions.purge)
+        self._ready: Deferred[None] | None = None
+
+    def startService(self) -> None:
+        self._docker_pool.start()
+        super().startService()
+        self._ready = self._start()
+
+    @inlineCallbacks
+    def _start(self) -> Deferred[None]:
+        try:
+            yield self.store.open()
+        except Exception:
+            self._log.failure("cannot open the database {path}", path=str(self.config.database))
+            self._reactor.stop()
+            return
+        # The store matches Docker before the first request is answered where the engine is
+        # reachable, and one interval later where it is not.
+        yield self._reconcile()
+        self._reconciler.start(self.config.reconcile_interval, now=False)
+        self._purger.setServiceParent(self)
+        self._listener.setServiceParent(self)
+        self._log.info("desktop-relay ready at {url} (instance {instance})",
+                       url=self.config.public_url, instance=self.config.instance)
+
+    @inlineCallbacks
+    def _reconcile(self) -> Deferred[None]:
+        try:
+            yield self.sessions.reconcile()
+        except ContainerEngineUnavailable as e:
+            self._log.warn("reconcile postponed: {problem}", problem=str(e))
+        except Exception:
+            self._log.failure("reconcile failed")
+
+    @inlineCallbacks
+    def stopService(self) -> Deferred[None]:
+        if self._ready is not None:
+            yield self._ready
+        # Browsers get a clean 1001 and reconnect to the next relay process.
+        yield self.bridges.close_all(CLOSE_GOING_AWAY, "relay shutting down")
+        if self._reconciler.running:
+            self._reconciler.stop()
+        yield super().stopService()
+        for waiting in self.sessions.waiting():
+            waiting.cancel()
+        yield DeferredList(self.sessions.waiting(), consumeErrors=True)
+        yield self.store.close()
+        self._docker_pool.stop()
+
+
+def build_relay(config: RelayConfig, reactor: Any) -> RelayService:
+    """The relay's service tree for this configuration."""
+    return RelayService(config, reactor)

@@ -1,0 +1,314 @@
+"""The relay's SQLite store: desktop sessions, web sign-in sessions and the audit trail.
+
+One connection, used from one dedicated thread, so the reactor never waits on disk and
+writes are serialised. The schema is versioned by `PRAGMA user_version` and upgraded from
+the numbered files in schema/ on open.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from importlib.resources import files
+from pathlib import Path
+from typing import Any, Callable, Iterable, TypeVar
+
+import attr
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorFromThreads
+from twisted.internet.threads import deferToThreadPool
+from twisted.python.threadpool import ThreadPool
+
+T = TypeVar("T")
+
+STARTING, READY, STOPPING, STOPPED, FAILED = "starting", "ready", "stopping", "stopped", "failed"
+ACTIVE_STATES = (STARTING, READY, STOPPING)
+
+
+@attr.s(frozen=True, auto_attribs=True)
+class DesktopSession:
+    """One desktop session: a user's container for one desktop type, from start to stop."""
+
+    id: str
+    owner: str
+    desktop: str
+    state: str
+    reason: str | None
+    container_id: str | None
+    host_port: int | None
+    vnc_password: str = attr.ib(repr=False)
+    created: float
+    updated: float
+
+    @property
+    def active(self) -> bool:
+        return self.state in ACTIVE_STATES
+
+
+@attr.s(frozen=True, auto_attribs=True)
+class WebSession:
+    """A signed-in browser: who it is, and when it signed in and was last seen."""
+
+    token_hash: str
+    user_id: str
+    display_name: str
+    groups: frozenset[str]
+    created: float
+    last_seen: float
+
+
+class StoreError(Exception):
+    """The database could not be opened or upgraded."""
+
+
+def _schema_versions() -> list[tuple[int, str]]:
+    scripts = []
+    for entry in files("desktop_relay").joinpath("schema").iterdir():
+        if entry.name.endswith(".sql"):
+            scripts.append((int(entry.name.split("-", 1)[0]), entry.read_text(encoding="utf-8")))
+    return sorted(scripts)
+
+
+class SQLiteStore:
+    """Asynchronous access to the SQLite database; every method returns a Deferred."""
+
+    def __init__(self, path: Path, reactor: IReactorFromThreads) -> None:
+        self._path = path
+        self._reactor = reactor
+        # One thread owns the connection: SQLite connections are not shared across threads,
+        # and one writer at a time is what SQLite wants anyway.
+        self._pool = ThreadPool(minthreads=1, maxthreads=1, name="desktop-relay-store")
+        self._connection: sqlite3.Connection | None = None
+
+    def open(self) -> Deferred[None]:
+        """Start the store's thread, open the file and bring the schema up to date."""
+        self._pool.start()
+        return self._run(lambda c: None, connect=True)
+
+    def close(self) -> Deferred[None]:
+        """Close the connection and stop the thread."""
+
+        def close() -> None:
+            if self._connection is not None:
+                self._connection.close()
+                self._connection = None
+
+        d = deferToThreadPool(self._reactor, self._pool, close)
+        d.addBoth(lambda result: (self._pool.stop(), result)[1])
+        return d
+
+    def _run(self, work: Callable[[sqlite3.Connection], T], connect: bool = False) -> Deferred[T]:
+        def in_thread() -> T:
+            if self._connection is None:
+                if not connect:
+                    raise StoreError("the store is closed")
+                self._connection = self._connect()
+            connection = self._connection
+            connection.execute("BEGIN IMMEDIATE")  # one transaction per call: all or nothing
+            try:
+                result = work(connection)
+            except BaseException:
+                connection.execute("ROLLBACK")
+                raise
+            connection.execute("COMMIT")
+            return result
+
+        return deferToThreadPool(self._reactor, self._pool, in_thread)
+
+    def _connect(self) -> sqlite3.Connection:
+        self._path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            connection = sqlite3.connect(str(self._path), isolation_level=None, check_same_thread=False)
+            connection.row_factory = sqlite3.Row
+            connection.execute("PRAGMA journal_mode=WAL")
+            connection.execute("PRAGMA foreign_keys=ON")
+            self._path.chmod(0o600)  # it holds container passwords
+            self._migrate(connection)
+        except sqlite3.Error as e:
+            raise StoreError(f"cannot open database {self._path}: {e}") from e
+        return connection
+
+    @staticmethod
+    def _migrate(connection: sqlite3.Connection) -> None:
+        current = connection.execute("PRAGMA user_version").fetchone()[0]
+        versions = _schema_versions()
+        newest = versions[-1][0]
+        if current > newest:
+            raise StoreError(f"database schema version {current} is newer than this relay knows ({newest})")
+        for version, script in versions:
+            if version > current:
+                connection.execute("BEGIN")
+                try:
+                    for statement in script.split(";"):
+                        if statement.strip():
+                            connection.execute(statement)
+                    connection.execute(f"PRAGMA user_version = {version}")
+                    connection.execute("COMMIT")
+                except BaseException:
+                    connection.execute("ROLLBACK")
+                    raise
+
+    # Desktop sessions
+
+    def add_session(self, session: DesktopSession) -> Deferred[None]:
+        """Insert a new desktop session."""
+        row = attr.asdict(session)
+        return self._run(
+            lambda c: c.execute(
+                "INSERT INTO desktop_sessions (id, owner, desktop, state, reason, container_id,"
+                " host_port, vnc_password, created, updated) VALUES (:id, :owner, :desktop, :state,"
+                " :reason, :container_id, :host_port, :vnc_password, :created, :updated)",
+                row,
+            )
+            and None
+        )
+
+    def delete_session(self, session_id: str) -> Deferred[None]:
+        """Remove a session row that never got a container (e.g. the engine was unreachable)."""
+        return self._run(
+            lambda c: c.execute("DELETE FROM desktop_sessions WHERE id = ?", (session_id,)) and None
+        )
+
+    def get_session(self, session_id: str) -> Deferred[DesktopSession | None]:
+        """One session by id, or None."""
+        return self._run(lambda c: _one(c, "SELECT * FROM desktop_sessions WHERE id = ?", (session_id,)))
+
+    def sessions_of(self, owner: str) -> Deferred[list[DesktopSession]]:
+        """A user's sessions, newest first."""
+        return self._run(
+            lambda c: _all(
+                c, "SELECT * FROM desktop_sessions WHERE owner = ? ORDER BY created DESC", (owner,)
+            )
+        )
+
+    def active_sessions(self) -> Deferred[list[DesktopSession]]:
+        """All sessions that have, or are getting or losing, a container."""
+        marks = ",".join("?" * len(ACTIVE_STATES))
+        return self._run(
+            lambda c: _all(c, f"SELECT * FROM desktop_sessions WHERE state IN ({marks})", ACTIVE_STATES)
+        )
+
+    def update_session(
+        self, session_id: str, now: float, *, expect: Iterable[str] | None = None, **fields: Any
+    ) -> Deferred[DesktopSession | None]:
+        """Change fields of a session; with expect, only if its state is one of those.
+
+        Returns the updated session, or None when it does not exist or was in another state:
+        a compare-and-set, so two actors (a stop and a failing start) never both win.
+        """
+        allowed = {"state", "reason", "container_id", "host_port"}
+        if not fields or not set(fields) <= allowed:
+            raise ValueError(f"cannot update {sorted(set(fields) - allowed)}")
+        assignments = ", ".join(f"{name} = :{name}" for name in fields)
+        params: dict[str, Any] = dict(fields, id=session_id, updated=now)
+        where = "id = :id"
+        if expect is not None:
+            states = list(expect)
+            where += " AND state IN (" + ",".join(f":s{i}" for i in range(len(states))) + ")"
+            params.update({f"s{i}": s for i, s in enumerate(states)})
+
+        def update(c: sqlite3.Connection) -> DesktopSession | None:
+            cursor = c.execute(
+                f"UPDATE desktop_sessions SET {assignments}, updated = :updated WHERE {where}", params
+            )
+            if cursor.rowcount == 0:
+                return None
+            return _one(c, "SELECT * FROM desktop_sessions WHERE id = ?", (session_id,))
+
+        return self._run(update)
+
+    # Web sessions
+
+    def add_web_session(self, web: WebSession) -> Deferred[None]:
+        """Record a new signed-in browser."""
+        return self._run(
+            lambda c: c.execute(
+                "INSERT INTO web_sessions (token_hash, user_id, display_name, groups_json, created,"
+                " last_seen) VALUES (?, ?, ?, ?, ?, ?)",
+                (
+                    web.token_hash,
+                    web.user_id,
+                    web.display_name,
+                    json.dumps(sorted(web.groups)),
+                    web.created,
+                    web.last_seen,
+                ),
+            )
+            and None
+        )
+
+    def get_web_session(self, token_hash: str) -> Deferred[WebSession | None]:
+        """A signed-in browser by the hash of its cookie, or None."""
+
+        def get(c: sqlite3.Connection) -> WebSession | None:
+            row = c.execute("SELECT * FROM web_sessions WHERE token_hash = ?", (token_hash,)).fetchone()
+            if row is None:
+                return None
+            return WebSession(
+                token_hash=row["token_hash"],
+                user_id=row["user_id"],
+                display_name=row["display_name"],
+                groups=frozenset(json.loads(row["groups_json"])),
+                created=row["created"],
+                last_seen=row["last_seen"],
+            )
+
+        return self._run(get)
+
+    def touch_web_session(self, token_hash: str, now: float) -> Deferred[None]:
+        """Note that a signed-in browser was seen now (for idle expiry)."""
+        return self._run(
+            lambda c: c.execute(
+                "UPDATE web_sessions SET last_seen = ? WHERE token_hash = ?", (now, token_hash)
+            )
+            and None
+        )
+
+    def delete_web_session(self, token_hash: str) -> Deferred[None]:
+        """Sign a browser out."""
+        return self._run(
+            lambda c: c.execute("DELETE FROM web_sessions WHERE token_hash = ?", (token_hash,)) and None
+        )
+
+    def purge_web_sessions(self, idle_before: float, created_before: float) -> Deferred[int]:
+        """Delete expired sign-ins; returns how many."""
+        return self._run(
+            lambda c: c.execute(
+                "DELETE FROM web_sessions WHERE last_seen < ? OR created < ?",
+                (idle_before, created_before),
+            ).rowcount
+        )
+
+    # Audit
+
+    def audit(self, at: float, actor: str, action: str, target: str, detail: str = "") -> Deferred[None]:
+        """Append one line to the audit trail."""
+        return self._run(
+            lambda c: c.execute(
+                "INSERT INTO audit (at, actor, action, target, detail) VALUES (?, ?, ?, ?, ?)",
+                (at, actor, action, target, detail),
+            )
+            and None
+        )
+
+    def audit_trail(self, limit: int = 100) -> Deferred[list[dict[str, Any]]]:
+        """The newest audit lines first."""
+        return self._run(
+            lambda c: [
+                dict(row)
+                for row in c.execute("SELECT * FROM audit ORDER BY id DESC LIMIT ?", (limit,))
+            ]
+        )
+
+
+def _session(row: sqlite3.Row) -> DesktopSession:
+    return DesktopSession(**{key: row[key] for key in row.keys()})
+
+
+def _one(c: sqlite3.Connection, sql: str, params: Iterable[Any]) -> DesktopSession | None:
+    row = c.execute(sql, tuple(params)).fetchone()
+    return None if row is None else _session(row)
+
+
+def _all(c: sqlite3.Connection, sql: str, params: Iterable[Any]) -> list[DesktopSession]:
+    return [_session(row) for row in c.execute(sql, tuple(params))]

@@ -1,0 +1,1 @@
+"""The web layer: Klein apps for the pages, the user JSON API and the desktop routes."""

@@ -1,0 +1,92 @@
+"""Who may reach which desktop: the one check behind every request and upgrade under /desktop/ID/.
+
+Route by path, authorise by session: the id in the path only says which session is meant;
+the signed-in user must own it, it must be ready, and the user must still be allowed that desktop.
+"""
+
+from __future__ import annotations
+
+from autobahn.websocket.types import ConnectionDeny, ConnectionRequest
+from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.logger import Logger
+
+from ..backend import Backend
+from ..lifecycle import DesktopSessions
+from ..relay.websocket import BridgeTarget
+from ..store import READY, STARTING, SQLiteStore, WebSession
+from .guard import RequestGuard
+from .responses import Problem
+
+
+class DesktopAccess:
+    """Decides whether a signed-in user may reach a desktop session, and where it is."""
+
+    _log = Logger()
+
+    def __init__(self, store: SQLiteStore, sessions: DesktopSessions, guard: RequestGuard) -> None:
+        self._store = store
+        self._sessions = sessions
+        self._guard = guard
+
+    @inlineCallbacks
+    def backend_for(self, web: WebSession, session_id: str) -> Deferred[Backend]:
+        """The container behind session_id for this user, or a Problem saying why not."""
+        session = yield self._store.get_session(session_id)
+        # Someone else's session answers exactly like one that does not exist: ids are not
+        # confirmed to people who do not own them.
+        if session is None or session.owner != web.user_id:
+            raise Problem(404, "no-such-session", "No such desktop session",
+                          "There is no desktop session with this address for you.")
+        desktop = self._sessions.desktop(session.desktop)
+        if desktop is None or not desktop.allows(web.user_id, web.groups):
+            raise Problem(403, "desktop-not-allowed", "Desktop not allowed",
+                          "You are no longer allowed to use this desktop.")
+        if session.state == STARTING:
+            raise Problem(409, "session-not-ready", "Desktop still starting",
+                          "The desktop is still starting; try again in a moment.")
+        backend = self._sessions.backend_of(session)
+        if session.state != READY or backend is None:
+            raise Problem(410, "session-ended", "Desktop session ended",
+                          f"This desktop session is {session.state}; start a new one.")
+        return backend
+
+    @inlineCallbacks
+    def resolve_upgrade(self, request: ConnectionRequest) -> Deferred[BridgeTarget]:
+        """The WebSocket bridge's resolver: check cookie, Origin and session of an upgrade."""
+        session_id = _session_id_from_path(request.path)
+        try:
+            if not self._guard.origin_allowed(request.origin):
+                raise Problem(403, "origin-refused", "Origin refused",
+                              f"WebSocket from origin {request.origin!r} refused.")
+            token = _cookie(request.headers.get("cookie", ""), self._guard.sessions.cookie_name.decode())
+            web = (yield self._guard.sessions.lookup(token)) if token else None
+            if web is None:
+                raise Problem(401, "not-signed-in", "Not signed in", "Sign in first.")
+            if session_id is None:
+                raise Problem(404, "no-such-session", "No such desktop session")
+            backend = yield self.backend_for(web, session_id)
+        except Problem as problem:
+            self._log.info(
+                "refused desktop upgrade for {path} from {peer}: {status} {reason}",
+                path=request.path, peer=request.peer, status=problem.status, reason=problem.detail or problem.title,
+            )
+            raise ConnectionDeny(problem.status, problem.detail or problem.title)
+        return BridgeTarget(backend=backend, session_id=session_id, user_id=web.user_id)
+
+
+def _session_id_from_path(path: str) -> str | None:
+    parts = path.split("/")
+    # /desktop/<id>/websockify
+    if len(parts) == 4 and parts[1] == "desktop" and parts[2] and parts[3] == "websockify":
+        return parts[2]
+    return None
+
+
+def _cookie(header: str, name: str) -> str | None:
+    # Parsed by hand: SimpleCookie gives up on the whole header when any other cookie of the
+    # site is malformed, which would lock users out for someone else's cookie.
+    for pair in header.split(";"):
+        key, sep, value = pair.strip().partition("=")
+        if sep and key == name:
+            return value
+    return None

@@ -1,0 +1,148 @@
+"""The user JSON API under /api/: desktops a user may start, and their desktop sessions."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from klein import Klein
+from twisted.internet.defer import inlineCallbacks
+from twisted.logger import Logger
+from twisted.web.iweb import IRequest
+
+from ..containers import ContainerEngineUnavailable
+from ..lifecycle import DesktopNotAllowed, DesktopSessions, SessionLimitReached, UnknownDesktop
+from ..store import DesktopSession, SQLiteStore
+from .guard import RequestGuard, identity_of
+from .responses import Problem, json_response, problem_response
+
+# Larger bodies are refused before parsing: the API takes a desktop name, nothing more.
+MAX_BODY = 16 * 1024
+# How many past sessions a user sees; older ones stay in the database for the audit trail.
+RECENT_SESSIONS = 20
+
+
+def session_view(session: DesktopSession, sessions: DesktopSessions) -> dict[str, Any]:
+    """A desktop session as the browser may see it (no container password, no host port)."""
+    desktop = sessions.desktop(session.desktop)
+    return {
+        "id": session.id,
+        "desktop": session.desktop,
+        "title": desktop.title if desktop else session.desktop,
+        "state": session.state,
+        "reason": session.reason,
+        "created": session.created,
+        "updated": session.updated,
+        "url": f"/desktop/{session.id}/",
+    }
+
+
+class UserAPI:
+    """Klein routes for a signed-in user's own desktops and sessions."""
+
+    app = Klein()
+    _log = Logger()
+
+    def __init__(self, store: SQLiteStore, sessions: DesktopSessions, guard: RequestGuard) -> None:
+        self._store = store
+        self._sessions = sessions
+        self._guard = guard
+
+    @app.handle_errors(Problem)
+    def _problem(self, request: IRequest, failure: Any) -> bytes:
+        return problem_response(request, failure.value)
+
+    @app.handle_errors(ContainerEngineUnavailable)
+    def _engine_down(self, request: IRequest, failure: Any) -> bytes:
+        self._log.warn("{method} {path}: {problem}", method=request.method.decode(),
+                       path=request.path.decode(), problem=str(failure.value))
+        problem = Problem(503, "container-engine-unavailable", "Desktops are unavailable right now",
+                          "The server cannot reach its container engine. Try again in a minute.")
+        problem.headers[b"Retry-After"] = b"30"
+        return problem_response(request, problem)
+
+    @app.handle_errors(Exception)
+    def _unexpected(self, request: IRequest, failure: Any) -> bytes:
+        self._log.failure("unexpected error answering {path}", failure, path=request.path.decode())
+        return problem_response(request, Problem(500, "internal-error", "Internal error",
+                                                 "Something went wrong on the server; it has been logged."))
+
+    @app.route("/desktops", methods=["GET"])
+    @inlineCallbacks
+    def list_desktops(self, request: IRequest):  # type: ignore[no-untyped-def]
+        web = yield self._guard.signed_in(request)
+        desktops = self._sessions.desktops_for(identity_of(web))
+        return json_response(request, [
+            {"name": d.name, "title": d.title, "description": d.description} for d in desktops
+        ])
+
+    @app.route("/sessions", methods=["GET"])
+    @inlineCallbacks
+    def list_sessions(self, request: IRequest):  # type: ignore[no-untyped-def]
+        web = yield self._guard.signed_in(request)
+        sessions = yield self._store.sessions_of(web.user_id)
+        return json_response(request, [session_view(s, self._sessions) for s in sessions[:RECENT_SESSIONS]])
+
+    @app.route("/sessions", methods=["POST"])
+    @inlineCallbacks
+    def start_session(self, request: IRequest):  # type: ignore[no-untyped-def]
+        self._guard.require_same_origin(request)
+        web = yield self._guard.signed_in(request)
+        desktop_name = _desktop_from_body(request)
+        try:
+            session, created = yield self._sessions.start(identity_of(web), desktop_name)
+        except UnknownDesktop:
+            raise Problem(404, "no-such-desktop", "No such desktop", f"There is no desktop {desktop_name!r}.")
+        except DesktopNotAllowed:
+            raise Problem(403, "desktop-not-allowed", "Desktop not allowed",
+                          f"Your groups do not include the desktop {desktop_name!r}.")
+        except SessionLimitReached as e:
+            raise Problem(409, "session-limit", "Too many desktops running",
+                          f"You can run {e.args[0]} desktop(s) at a time; stop one first.")
+        request.setHeader(b"Location", f"/api/sessions/{session.id}".encode())
+        return json_response(request, session_view(session, self._sessions), 202 if created else 200)
+
+    @app.route("/sessions/<session_id>", methods=["GET"])
+    @inlineCallbacks
+    def get_session(self, request: IRequest, session_id: str):  # type: ignore[no-untyped-def]
+        web = yield self._guard.signed_in(request)
+        session = yield self._own_session(web.user_id, session_id)
+        return json_response(request, session_view(session, self._sessions))
+
+    @app.route("/sessions/<session_id>", methods=["DELETE"])
+    @inlineCallbacks
+    def stop_session(self, request: IRequest, session_id: str):  # type: ignore[no-untyped-def]
+        self._guard.require_same_origin(request)
+        web = yield self._guard.signed_in(request)
+        session = yield self._own_session(web.user_id, session_id)
+        stopped = yield self._sessions.stop(session, web.user_id)
+        return json_response(request, session_view(stopped, self._sessions))
+
+    @app.route("/", branch=True)
+    def not_found(self, request: IRequest) -> bytes:
+        return problem_response(request, Problem(404, "no-such-endpoint", "No such API endpoint"))
+
+    @inlineCallbacks
+    def _own_session(self, user_id: str, session_id: str):  # type: ignore[no-untyped-def]
+        session = yield self._store.get_session(session_id)
+        if session is None or session.owner != user_id:
+            raise Problem(404, "no-such-session", "No such desktop session")
+        return session
+
+
+def _desktop_from_body(request: IRequest) -> str:
+    content_type = (request.getHeader(b"content-type") or b"").split(b";")[0].strip().lower()
+    if content_type != b"application/json":
+        raise Problem(415, "unsupported-media-type", "JSON expected",
+                      "Send the request body as application/json.")
+    body = request.content.read(MAX_BODY + 1)
+    if len(body) > MAX_BODY:
+        raise Problem(413, "body-too-large", "Request body too large")
+    try:
+        value = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        raise Problem(400, "malformed-json", "Malformed JSON", "The request body is not valid JSON.")
+    if not isinstance(value, dict) or not isinstance(value.get("desktop"), str) or not value["desktop"]:
+        raise Problem(422, "invalid-request", "Invalid request",
+                      'The body must be an object like {"desktop": "NAME"}.')
+    return value["desktop"]

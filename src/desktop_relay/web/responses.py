@@ -1,0 +1,86 @@
+"""How the web layer answers: JSON, RFC 9457 problem details, HTML pages from templates, headers."""
+
+from __future__ import annotations
+
+import html
+import json
+from importlib.resources import files
+from string import Template
+from typing import Any
+
+from twisted.web.iweb import IRequest
+
+PROBLEM_TYPE_PREFIX = "urn:desktop-relay:problem:"
+
+# For the relay's own pages. The desktop's web client is served from the container with its
+# own headers; these are not applied there.
+_PAGE_HEADERS = {
+    b"Content-Security-Policy": b"default-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'",
+    b"X-Content-Type-Options": b"nosniff",
+    b"Referrer-Policy": b"same-origin",
+    b"Cache-Control": b"no-store",
+}
+
+
+class Problem(Exception):
+    """An error answer: HTTP status, a stable type slug, a title, and a detail for this case."""
+
+    def __init__(self, status: int, slug: str, title: str, detail: str = "", **extra: Any) -> None:
+        super().__init__(f"{status} {slug}: {detail or title}")
+        self.status = status
+        self.slug = slug
+        self.title = title
+        self.detail = detail
+        self.extra = extra
+        self.headers: dict[bytes, bytes] = {}
+
+    def body(self, instance: str) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "type": PROBLEM_TYPE_PREFIX + self.slug,
+            "title": self.title,
+            "status": self.status,
+            "instance": instance,
+        }
+        if self.detail:
+            body["detail"] = self.detail
+        body.update(self.extra)
+        return body
+
+
+def json_response(request: IRequest, value: Any, status: int = 200) -> bytes:
+    """Serialise value as the JSON body of the response."""
+    request.setResponseCode(status)
+    request.setHeader(b"Content-Type", b"application/json")
+    request.setHeader(b"Cache-Control", b"no-store")
+    request.setHeader(b"X-Content-Type-Options", b"nosniff")
+    return json.dumps(value).encode("utf-8")
+
+
+def problem_response(request: IRequest, problem: Problem) -> bytes:
+    """Answer with a problem details document."""
+    request.setResponseCode(problem.status)
+    for name, value in problem.headers.items():
+        request.setHeader(name, value)
+    request.setHeader(b"Content-Type", b"application/problem+json")
+    request.setHeader(b"Cache-Control", b"no-store")
+    request.setHeader(b"X-Content-Type-Options", b"nosniff")
+    return json.dumps(problem.body(request.path.decode("utf-8", "replace"))).encode("utf-8")
+
+
+def render_page(request: IRequest, template: str, status: int = 200, **values: str) -> bytes:
+    """Fill an HTML template from web/templates; every value is HTML-escaped."""
+    text = files("desktop_relay.web").joinpath("templates", template).read_text(encoding="utf-8")
+    page = Template(text).substitute({k: html.escape(v, quote=True) for k, v in values.items()})
+    request.setResponseCode(status)
+    request.setHeader(b"Content-Type", b"text/html; charset=utf-8")
+    for name, value in _PAGE_HEADERS.items():
+        request.setHeader(name, value)
+    return page.encode("utf-8")
+
+
+def redirect(request: IRequest, location: str, status: int = 303) -> bytes:
+    """A redirect to a path on this site."""
+    request.setResponseCode(status)
+    request.setHeader(b"Location", location.encode("utf-8"))
+    request.setHeader(b"Cache-Control", b"no-store")
+    return b""
