@@ -6,7 +6,7 @@ Used as ``websockify --web-auth --auth-plugin kasm_auth.KasmAuth``:
 - A WebSocket upgrade without ``Origin``/``Sec-WebSocket-Origin`` or without
   ``Sec-WebSocket-Protocol`` is refused with 404 (KasmVNC never answers it with 101).
 - The first offered subprotocol is echoed (KasmVNC does that; websockify only knows ``binary``).
-- Plain responses get KasmVNC's COEP/COOP headers and ``Connection: close``.
+- Plain responses get KasmVNC's COEP/COOP headers and ``Connection: close``; no directory listings.
 """
 import base64
 import hmac
@@ -37,12 +37,14 @@ def _kasm_end_headers(self):
 
 
 websockifyserver.WebSockifyRequestHandler.end_headers = _kasm_end_headers
+# No directory listings (websockify 0.10 has no --file-only option).
+websockifyserver.WebSockifyRequestHandler.list_directory = lambda self, path: self.send_error(404)
 
 
 class KasmAuth:
     def __init__(self, src=None):
         password = src if src else os.environ.get("VNC_PW", "vncpassword")
-        self.expected = ("kasm_user:%s" % password).encode("latin-1", "replace")
+        self.expected = f"kasm_user:{password}".encode()  # KasmVNC compares the raw bytes
 
     def authenticate(self, headers, target_host, target_port):
         value = headers.get("Authorization", "")

@@ -47,9 +47,9 @@ trap cleanup EXIT
 trap 'log "terminating"; cleanup; exit 0' TERM INT
 
 wait_for() { # wait_for DESCRIPTION PID TEST...: poll TEST every 20 ms for up to 10 s
-    local what=$1 pid=$2 i
+    local what=$1 pid=$2 _
     shift 2
-    for i in $(seq 500); do
+    for _ in $(seq 500); do
         "$@" 2>/dev/null && return 0
         kill -0 "$pid" 2>/dev/null || die "$what exited during startup"
         sleep 0.02
@@ -59,18 +59,17 @@ wait_for() { # wait_for DESCRIPTION PID TEST...: poll TEST every 20 ms for up to
 tcp_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
 # --- X server with VNC -------------------------------------------------------------
-rm -f /tmp/.X1-lock /tmp/.X11-unix/X1
+rm -f /tmp/.X1-lock /tmp/.X11-unix/X1 2>/dev/null || true
 Xvnc :1 -geometry "${WIDTH}x${HEIGHT}" -depth "$VNC_COL_DEPTH" \
     -localhost -rfbport 5901 -SecurityTypes None -AlwaysShared \
     -desktop "$BANNER" -nolisten tcp -ac >&2 &
 XVNC_PID=$!
 PIDS+=("$XVNC_PID")
-wait_for Xvnc "$XVNC_PID" tcp_open 5901
 wait_for Xvnc "$XVNC_PID" test -S /tmp/.X11-unix/X1
 
 # --- desktop: solid background, twm, one focused xterm -----------------------------
 xsetroot -solid "$BACKGROUND" -cursor_name left_ptr
-twm -f /etc/desktop-relay/twmrc >&2 &
+LC_ALL=C twm -f /etc/desktop-relay/twmrc >&2 &
 PIDS+=($!)
 # The xterm covers the screen centre (where Xvnc puts the pointer) so that it gets
 # keyboard input even before a viewer moves the mouse; the right and bottom edges
@@ -87,7 +86,7 @@ ROWS=$(( HEIGHT * 7 / 10 / 20 ))
 PIDS+=($!)
 
 # --- websockify: web client + VNC over WebSocket, TLS only, Basic auth --------------
-websockify --ssl-only --cert "$VNC_DIR/self.pem" --web /usr/share/novnc --file-only \
+PYTHONWARNINGS=ignore websockify --ssl-only --cert "$VNC_DIR/self.pem" --web /usr/share/novnc \
     --web-auth --auth-plugin kasm_auth.KasmAuth \
     "$NO_VNC_PORT" 127.0.0.1:5901 >&2 &
 WS_PID=$!
