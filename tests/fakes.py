@@ -1,0 +1,150 @@
+"""In-memory stand-ins for the relay's outside world, for fast unit tests of logic.
+
+Each fake implements the same interface as the real thing and is held to the same behaviour by
+a shared contract test (FakeProvisioner: tests/provisioner_contract.py). Their Deferreds fire
+synchronously, so tests need no reactor turns.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterable, Iterator
+
+import attr
+from twisted.internet.defer import Deferred, fail, succeed
+from zope.interface import implementer
+
+from desktop_relay.containers import (
+    LABEL_DESKTOP,
+    LABEL_INSTANCE,
+    LABEL_OWNER,
+    LABEL_SESSION,
+    ContainerEngineUnavailable,
+    ContainerInfo,
+    ContainerSpec,
+    ContainerStartFailed,
+    IContainerProvisioner,
+)
+
+
+@attr.s(auto_attribs=True)
+class FakeContainer:
+    """One container as the fake engine holds it; tests may read and change it."""
+
+    container_id: str
+    spec: ContainerSpec
+    host_port: int
+    status: str = "running"
+    exit_code: int | None = None
+    problem: str | None = None
+    logs: str = ""
+
+    def info(self) -> ContainerInfo:
+        running = self.status == "running"
+        labels = self.spec.labels
+        return ContainerInfo(
+            container_id=self.container_id,
+            session_id=labels[LABEL_SESSION],
+            owner=labels[LABEL_OWNER],
+            desktop=labels[LABEL_DESKTOP],
+            running=running,
+            status=self.status,
+            host_port=self.host_port if running else None,
+            exit_code=self.exit_code,
+            problem=self.problem,
+            vnc_password=self.spec.vnc_password,
+        )
+
+
+@implementer(IContainerProvisioner)
+class FakeProvisioner:
+    """An in-memory container engine.
+
+    - `images`: the images that exist; starting any other fails like Docker does.
+    - `engine_down = True`: every call fails with ContainerEngineUnavailable.
+    - `fail_next_start(reason)`: the next start fails with ContainerStartFailed(reason).
+    - `exit(container_id, ...)`: the container stops by itself, with a reason.
+    - `host_ports`: where fake host ports come from (default 40000, 40001, ...).
+    """
+
+    def __init__(self, images: Iterable[str], host_ports: Iterable[int] | None = None) -> None:
+        self.images = set(images)
+        self.engine_down = False
+        self.containers: dict[str, FakeContainer] = {}
+        self.removed: list[str] = []
+        self._host_ports: Iterator[int] = iter(host_ports) if host_ports is not None else itertools.count(40000)
+        self._ids = itertools.count(1)
+        self._start_failures: list[str] = []
+
+    # -- controls for tests ---------------------------------------------------------------
+
+    def fail_next_start(self, reason: str = "the engine said no") -> None:
+        """Make the next start() fail with ContainerStartFailed(reason), leaving nothing behind."""
+        self._start_failures.append(reason)
+
+    def exit(
+        self, container_id: str, exit_code: int = 1, problem: str | None = None, oom: bool = False
+    ) -> None:
+        """Make a running container stop by itself, as a crashing desktop would."""
+        container = self.containers[container_id]
+        container.status = "exited"
+        container.exit_code = 137 if oom else exit_code
+        if problem is None:
+            problem = "ran out of memory and was killed" if oom else f"exited with code {exit_code}"
+        container.problem = problem
+
+    def container_for(self, session_id: str) -> FakeContainer | None:
+        """The container of a session, if any."""
+        for container in self.containers.values():
+            if container.spec.session_id == session_id:
+                return container
+        return None
+
+    # -- IContainerProvisioner -----------------------------------------------------------
+
+    def start(self, spec: ContainerSpec) -> Deferred[ContainerInfo]:
+        if self.engine_down:
+            return self._down()
+        if self._start_failures:
+            return fail(ContainerStartFailed(self._start_failures.pop(0)))
+        if spec.desktop.image not in self.images:
+            return fail(
+                ContainerStartFailed(
+                    f"desktop image '{spec.desktop.image}' is not on this server: build or pull it"
+                )
+            )
+        container_id = f"fake{next(self._ids):060d}"
+        container = FakeContainer(container_id, spec, next(self._host_ports))
+        self.containers[container_id] = container
+        return succeed(container.info())
+
+    def inspect(self, container_id: str) -> Deferred[ContainerInfo | None]:
+        if self.engine_down:
+            return self._down()
+        container = self.containers.get(container_id)
+        return succeed(container.info() if container else None)
+
+    def logs_tail(self, container_id: str, lines: int) -> Deferred[str]:
+        if self.engine_down:
+            return self._down()
+        container = self.containers.get(container_id)
+        if container is None or not container.logs:
+            return succeed("")
+        return succeed("\n".join(container.logs.splitlines()[-lines:]) + "\n")
+
+    def remove(self, container_id: str, timeout: int) -> Deferred[None]:
+        if self.engine_down:
+            return self._down()
+        if self.containers.pop(container_id, None) is not None:
+            self.removed.append(container_id)
+        return succeed(None)
+
+    def list_managed(self, instance: str) -> Deferred[list[ContainerInfo]]:
+        if self.engine_down:
+            return self._down()
+        return succeed(
+            [c.info() for c in self.containers.values() if c.spec.labels[LABEL_INSTANCE] == instance]
+        )
+
+    def _down(self) -> Deferred:
+        return fail(ContainerEngineUnavailable("Docker engine unreachable at fake://engine: it is down"))

@@ -1,0 +1,176 @@
+"""The behaviour every IContainerProvisioner must show, as one set of tests run against each.
+
+A test module subclasses ProvisionerContract (the name has no Test prefix, so pytest collects
+only the subclasses) and overrides its fixtures:
+
+- `provisioner`: the implementation under test, which must remove every container it made for
+  `instance` and `other_instance` when the test ends, whatever happened;
+- `unreachable_provisioner`: the same implementation with its engine down;
+- `desktop`: a DesktopType whose image exists for `provisioner`.
+"""
+
+from __future__ import annotations
+
+import secrets
+import uuid
+from types import MappingProxyType
+
+import attr
+import pytest
+import pytest_twisted
+
+from desktop_relay.config import DesktopType
+from desktop_relay.containers import (
+    ContainerEngineUnavailable,
+    ContainerSpec,
+    ContainerStartFailed,
+    IContainerProvisioner,
+)
+
+MISSING_IMAGE = "desktop-relay/no-such-image:never-built"
+
+
+def make_desktop(image: str, name: str = "demo", **changes: object) -> DesktopType:
+    """A desktop type as config.py would read it, with Kasm's defaults."""
+    desktop = DesktopType(
+        name=name,
+        image=image,
+        title=name,
+        description="",
+        shm_size="512m",
+        memory=None,
+        cpus=None,
+        pids_limit=None,
+        environment=MappingProxyType({}),
+        groups=frozenset({"*"}),
+        users=frozenset(),
+    )
+    return attr.evolve(desktop, **changes)
+
+
+def make_spec(instance: str, desktop: DesktopType, owner: str = "alice") -> ContainerSpec:
+    """A spec for a new session with a random id and password."""
+    return ContainerSpec(
+        session_id=secrets.token_urlsafe(16),
+        owner=owner,
+        instance=instance,
+        desktop=desktop,
+        vnc_password=secrets.token_urlsafe(16),
+    )
+
+
+class ProvisionerContract:
+    """Shared tests; subclasses supply the fixtures named in the module docstring."""
+
+    @pytest.fixture
+    def instance(self) -> str:
+        return f"test-{uuid.uuid4().hex[:10]}"
+
+    @pytest.fixture
+    def other_instance(self, instance: str) -> str:
+        return instance + "-other"
+
+    @pytest.fixture
+    def provisioner(self, instance: str, other_instance: str) -> IContainerProvisioner:
+        raise NotImplementedError
+
+    @pytest.fixture
+    def unreachable_provisioner(self) -> IContainerProvisioner:
+        raise NotImplementedError
+
+    @pytest.fixture
+    def desktop(self) -> DesktopType:
+        raise NotImplementedError
+
+    def test_provides_the_interface(self, provisioner: IContainerProvisioner) -> None:
+        assert IContainerProvisioner.providedBy(provisioner)
+
+    @pytest_twisted.ensureDeferred
+    async def test_start_returns_a_running_labelled_container_with_a_host_port(
+        self, provisioner: IContainerProvisioner, instance: str, desktop: DesktopType
+    ) -> None:
+        spec = make_spec(instance, desktop)
+        info = await provisioner.start(spec)
+        assert info.running
+        assert info.status == "running"
+        assert info.problem is None
+        assert (info.session_id, info.owner, info.desktop) == (spec.session_id, "alice", desktop.name)
+        assert info.host_port is not None and 1024 <= info.host_port <= 65535
+        assert info.vnc_password == spec.vnc_password
+
+    @pytest_twisted.ensureDeferred
+    async def test_inspect_reflects_a_started_container(
+        self, provisioner: IContainerProvisioner, instance: str, desktop: DesktopType
+    ) -> None:
+        spec = make_spec(instance, desktop)
+        started = await provisioner.start(spec)
+        info = await provisioner.inspect(started.container_id)
+        assert info is not None
+        assert info.container_id == started.container_id
+        assert info.running
+        assert info.host_port == started.host_port
+        assert info.session_id == spec.session_id
+        assert info.vnc_password == spec.vnc_password
+
+    @pytest_twisted.ensureDeferred
+    async def test_list_managed_finds_this_instances_containers_only(
+        self,
+        provisioner: IContainerProvisioner,
+        instance: str,
+        other_instance: str,
+        desktop: DesktopType,
+    ) -> None:
+        ours = await provisioner.start(make_spec(instance, desktop))
+        theirs = await provisioner.start(make_spec(other_instance, desktop, owner="bob"))
+        listed = await provisioner.list_managed(instance)
+        assert [info.container_id for info in listed] == [ours.container_id]
+        assert listed[0].owner == "alice"
+        assert [i.container_id for i in await provisioner.list_managed(other_instance)] == [
+            theirs.container_id
+        ]
+
+    @pytest_twisted.ensureDeferred
+    async def test_remove_removes_the_container_and_may_be_repeated(
+        self, provisioner: IContainerProvisioner, instance: str, desktop: DesktopType
+    ) -> None:
+        info = await provisioner.start(make_spec(instance, desktop))
+        await provisioner.remove(info.container_id, 5)
+        assert await provisioner.inspect(info.container_id) is None
+        assert await provisioner.list_managed(instance) == []
+        await provisioner.remove(info.container_id, 5)
+        assert await provisioner.logs_tail(info.container_id, 10) == ""
+
+    @pytest_twisted.ensureDeferred
+    async def test_a_missing_image_fails_the_start_and_leaves_no_container(
+        self, provisioner: IContainerProvisioner, instance: str, desktop: DesktopType
+    ) -> None:
+        missing = attr.evolve(desktop, image=MISSING_IMAGE)
+        with pytest.raises(ContainerStartFailed) as failure:
+            await provisioner.start(make_spec(instance, missing))
+        assert str(failure.value) == (
+            f"desktop image '{MISSING_IMAGE}' is not on this server: build or pull it"
+        )
+        assert await provisioner.list_managed(instance) == []
+
+    @pytest_twisted.ensureDeferred
+    async def test_every_call_fails_with_engine_unavailable_when_the_engine_is_down(
+        self, unreachable_provisioner: IContainerProvisioner, instance: str, desktop: DesktopType
+    ) -> None:
+        calls = [
+            lambda p: p.start(make_spec(instance, desktop)),
+            lambda p: p.inspect("0123456789ab"),
+            lambda p: p.logs_tail("0123456789ab", 10),
+            lambda p: p.remove("0123456789ab", 1),
+            lambda p: p.list_managed(instance),
+        ]
+        for call in calls:
+            with pytest.raises(ContainerEngineUnavailable) as failure:
+                await call(unreachable_provisioner)
+            assert str(failure.value).startswith("Docker engine unreachable at ")
+
+    @pytest_twisted.ensureDeferred
+    async def test_inspect_of_an_unknown_container_is_none(
+        self, provisioner: IContainerProvisioner
+    ) -> None:
+        assert await provisioner.inspect("0123456789ab" * 5 + "0123") is None
+
