@@ -1,0 +1,544 @@
+"""The WebSocket bridge over real loopback sockets: an Autobahn "browser", the bridge served by
+twisted.web's Site through WebSocketResource (as in production), and a TLS Autobahn server
+standing in for the desktop container."""
+
+from __future__ import annotations
+
+import datetime
+import struct
+from collections.abc import Callable
+from typing import Any
+
+import attr
+import pytest
+import pytest_twisted
+from autobahn.twisted.resource import WebSocketResource
+from autobahn.twisted.websocket import (
+    WebSocketClientFactory,
+    WebSocketClientProtocol,
+    WebSocketServerFactory,
+    WebSocketServerProtocol,
+)
+from autobahn.websocket.types import ConnectionDeny, ConnectionRequest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+from twisted.internet import defer, task
+from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+from twisted.internet.interfaces import IPushProducer
+from twisted.internet.ssl import PrivateCertificate
+from twisted.web.resource import Resource
+from twisted.web.server import Site
+from zope.interface import implementer
+
+from desktop_relay.backend import Backend
+from desktop_relay.relay.websocket import (
+    CLOSE_CONTAINER_GONE,
+    CLOSE_GOING_AWAY,
+    CLOSE_SESSION_STOPPED,
+    CLOSE_SIGNED_OUT,
+    BridgeTarget,
+    DesktopBridgeFactory,
+)
+
+BANNER = b"RFB 003.008\n"
+PASSWORD = "container-secret"
+MAX_MESSAGE = 1 << 20
+CHUNK = 64 * 1024
+
+
+def _reactor() -> Any:
+    from twisted.internet import reactor
+
+    return reactor
+
+
+def _sleep(seconds: float) -> defer.Deferred[None]:
+    return task.deferLater(_reactor(), seconds, lambda: None)
+
+
+@pytest.fixture(scope="module")
+def container_cert() -> PrivateCertificate:
+    """A throw-away self-signed certificate, like the one a Kasm container makes at start."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .sign(key, hashes.SHA256())
+    )
+    pem = cert.public_bytes(serialization.Encoding.PEM) + key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    return PrivateCertificate.loadPEM(pem)
+
+
+# -- the stand-in container ---------------------------------------------------------------
+
+
+@implementer(IPushProducer)
+class _Streamer:
+    """Sends numbered 64 KiB messages as fast as its transport lets it."""
+
+    def __init__(self, proto: FakeDesktop, count: int) -> None:
+        self.proto = proto
+        self.left = count
+        self.sent = 0
+        self.paused = False
+        self.pauses = 0
+
+    def resumeProducing(self) -> None:
+        self.paused = False
+        while not self.paused and self.left > 0 and self.proto.state == self.proto.STATE_OPEN:
+            self.left -= 1
+            self.proto.sendMessage(struct.pack("!Q", self.sent) + bytes(CHUNK - 8), isBinary=True)
+            self.sent += 1
+        if self.left == 0 and self.proto.transport is not None:
+            self.proto.transport.unregisterProducer()
+
+    def pauseProducing(self) -> None:
+        self.paused = True
+        self.pauses += 1
+
+    def stopProducing(self) -> None:
+        self.left = 0
+
+
+class FakeDesktop(WebSocketServerProtocol):
+    """Answers like KasmVNC: Basic auth first, echoes the first offered subprotocol, then
+    the RFB banner at once; echoes messages; `stream N` streams N messages to the browser."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gone: defer.Deferred[int | None] = defer.Deferred()
+
+    def onConnect(self, request: ConnectionRequest) -> str | None:
+        backend: FakeContainer = self.factory.container
+        backend.requests.append(request)
+        if request.headers.get("authorization") != Backend("x", 1, PASSWORD).authorization.decode():
+            raise ConnectionDeny(401, "Unauthorized")
+        if backend.subprotocol is not None:
+            return backend.subprotocol
+        return request.protocols[0] if request.protocols else None
+
+    def onOpen(self) -> None:
+        self.factory.container.opened.append(self)
+        self.sendMessage(BANNER, isBinary=True)
+        self.received: list[bytes] = []
+
+    def onMessage(self, payload: bytes, isBinary: bool) -> None:
+        if payload.startswith(b"stream "):
+            self.streamer = _Streamer(self, int(payload.split()[1]))
+            self.transport.registerProducer(self.streamer, True)
+            self.streamer.resumeProducing()
+        elif payload.startswith(b"close "):
+            code = int(payload.split()[1])
+            self.sendClose(code, "bye")
+        elif payload.startswith(b"drop"):
+            self.transport.abortConnection()
+        elif payload.startswith(b"bulk"):
+            self.received.append(payload)
+        else:
+            self.sendMessage(payload, isBinary)
+
+    def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
+        self.close_code = code
+        self.factory.container.closed.append(code)
+        self.gone.callback(code)
+
+
+@attr.s(auto_attribs=True)
+class FakeContainer:
+    """A listening TLS WebSocket server and what it saw."""
+
+    port: Any = None
+    subprotocol: str | None = None
+    requests: list[ConnectionRequest] = attr.Factory(list)
+    opened: list[FakeDesktop] = attr.Factory(list)
+    closed: list[int | None] = attr.Factory(list)
+
+    @property
+    def backend(self) -> Backend:
+        return Backend("127.0.0.1", self.port.getHost().port, PASSWORD)
+
+
+# -- the browser --------------------------------------------------------------------------
+
+
+class Browser(WebSocketClientProtocol):
+    """Collects what arrives and how the connection ended."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.messages: defer.DeferredQueue[tuple[bytes, bool]] = defer.DeferredQueue()
+        self.opened: defer.Deferred[Browser] = defer.Deferred()
+        self.closed: defer.Deferred[tuple[int | None, str | None]] = defer.Deferred()
+        self.received_bytes = 0
+
+    def onOpen(self) -> None:
+        self.opened.callback(self)
+
+    def onMessage(self, payload: bytes, isBinary: bool) -> None:
+        self.received_bytes += len(payload)
+        self.messages.put((payload, isBinary))
+
+    def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
+        if not self.opened.called:
+            self.opened.errback(RuntimeError(getattr(self, "http_status_line", None) or reason))
+        self.closed.callback((code, reason))
+
+    @property
+    def status(self) -> int | None:
+        line = getattr(self, "http_status_line", None)
+        return int(line.split()[1]) if line else None
+
+
+@attr.s(auto_attribs=True)
+class Relay:
+    """The bridge factory behind a twisted.web Site, plus the ports and peers to tidy up."""
+
+    factory: DesktopBridgeFactory
+    container: FakeContainer
+    port: Any
+    listeners: list[Any]
+    browsers: list[Browser] = attr.Factory(list)
+    resolved: list[ConnectionRequest] = attr.Factory(list)
+
+    @property
+    def url(self) -> str:
+        return f"ws://127.0.0.1:{self.port.getHost().port}/desktop/s1/websockify"
+
+    async def browser(
+        self, *, protocols: list[str] | None = None, headers: dict[str, str] | None = None, expect_open: bool = True
+    ) -> Browser:
+        factory = WebSocketClientFactory(
+            self.url,
+            origin="http://127.0.0.1",
+            protocols=protocols if protocols is not None else ["binary"],
+            headers=headers or {},
+        )
+        factory.setProtocolOptions(maxFramePayloadSize=0, maxMessagePayloadSize=0, autoPingInterval=0)
+        proto = Browser()
+        proto.factory = factory
+        self.browsers.append(proto)
+        port = self.port.getHost().port
+        await connectProtocol(TCP4ClientEndpoint(_reactor(), "127.0.0.1", port), proto)
+        if expect_open:
+            await proto.opened
+        else:
+            proto.opened.addErrback(lambda _: None)
+        return proto
+
+    async def tidy(self) -> None:
+        for browser in self.browsers:
+            if browser.state != browser.STATE_CLOSED:
+                browser.dropConnection(abort=True)
+            await browser.closed
+        await self.factory.close_all()
+        for desktop in self.container.opened:
+            await desktop.gone
+        for listener in self.listeners:
+            await listener.stopListening()
+        # Let TLS transports flush their last small writes.
+        await _sleep(0)
+
+
+@pytest.fixture
+def relay_maker(container_cert: PrivateCertificate) -> Callable[..., defer.Deferred[Relay]]:
+    made: list[Relay] = []
+
+    async def make(
+        resolve: Callable[[ConnectionRequest], Any] | None = None,
+        *,
+        listen: bool = True,
+        subprotocol: str | None = None,
+        max_message_size: int = MAX_MESSAGE,
+        open_timeout: float = 5,
+    ) -> Relay:
+        reactor = _reactor()
+        container = FakeContainer(subprotocol=subprotocol)
+        listeners = []
+        backend_factory = WebSocketServerFactory("wss://127.0.0.1")
+        backend_factory.protocol = FakeDesktop
+        backend_factory.container = container
+        backend_factory.setProtocolOptions(maxFramePayloadSize=0, maxMessagePayloadSize=0)
+        container.port = reactor.listenSSL(0, backend_factory, container_cert.options(), interface="127.0.0.1")
+        listeners.append(container.port)
+        target = BridgeTarget(container.backend, "s1", "pupil")
+        if not listen:
+            # A port nothing listens on: take one, then free it.
+            await container.port.stopListening()
+            listeners.remove(container.port)
+
+        def default_resolve(request: ConnectionRequest) -> defer.Deferred[BridgeTarget]:
+            relay.resolved.append(request)
+            return defer.succeed(target)
+
+        factory = DesktopBridgeFactory(
+            resolve or default_resolve,
+            reactor=reactor,
+            url="ws://127.0.0.1:8080",
+            max_message_size=max_message_size,
+            ping_interval=30,
+            open_timeout=open_timeout,
+        )
+        desktop = Resource()
+        session = Resource()
+        desktop.putChild(b"s1", session)
+        session.putChild(b"websockify", WebSocketResource(factory))
+        root = Resource()
+        root.putChild(b"desktop", desktop)
+        port = reactor.listenTCP(0, Site(root), interface="127.0.0.1")
+        listeners.append(port)
+        relay = Relay(factory, container, port, listeners)
+        made.append(relay)
+        return relay
+
+    yield lambda *a, **kw: defer.Deferred.fromCoroutine(make(*a, **kw))
+    for relay in made:
+        pytest_twisted.blockon(defer.Deferred.fromCoroutine(relay.tidy()))
+
+
+# -- tests --------------------------------------------------------------------------------
+
+
+@pytest_twisted.ensureDeferred
+async def test_banner_sent_on_open_reaches_the_browser_first_and_messages_copy_both_ways(relay_maker):
+    relay = await relay_maker()
+    browser = await relay.browser()
+    assert await browser.messages.get() == (BANNER, True)
+    browser.sendMessage(b"\x00\x01binary", isBinary=True)
+    assert await browser.messages.get() == (b"\x00\x01binary", True)
+    browser.sendMessage("text ü".encode(), isBinary=False)
+    assert await browser.messages.get() == ("text ü".encode(), False)
+    (bridge,) = relay.factory.bridges_for_session("s1")
+    assert bridge.bytes_to_container == 8 + len("text ü".encode())
+
+
+@pytest_twisted.ensureDeferred
+async def test_subprotocol_chosen_by_the_container_reaches_the_browser(relay_maker):
+    relay = await relay_maker(subprotocol="base64")
+    browser = await relay.browser(protocols=["binary", "base64"])
+    assert browser.websocket_protocol_in_use == "base64"
+    assert relay.container.requests[0].protocols == ["binary", "base64"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_no_subprotocol_from_the_container_means_none_for_the_browser(relay_maker):
+    relay = await relay_maker()
+    browser = await relay.browser(protocols=[])
+    assert browser.websocket_protocol_in_use is None
+
+
+@pytest_twisted.ensureDeferred
+async def test_container_gets_relay_authorization_and_origin_but_no_browser_credentials(relay_maker):
+    relay = await relay_maker()
+    await relay.browser(headers={"Cookie": "relay_session=abc", "Authorization": "Basic YnJvd3Nlcg=="})
+    (seen,) = relay.container.requests
+    assert seen.headers["authorization"] == relay.container.backend.authorization.decode()
+    assert seen.origin == "http://127.0.0.1"
+    assert "cookie" not in seen.headers
+    assert "proxy-authorization" not in seen.headers
+    # The resolver did see the browser's cookie: it needs it.
+    assert relay.resolved[0].headers["cookie"] == "relay_session=abc"
+
+
+@pytest.mark.parametrize("status", [401, 403, 404])
+@pytest_twisted.ensureDeferred
+async def test_resolver_refusal_becomes_that_http_status_without_touching_the_container(relay_maker, status):
+    def refuse(request: ConnectionRequest) -> defer.Deferred[BridgeTarget]:
+        return defer.fail(ConnectionDeny(status, "not yours\r\nX-Injected: 1"))
+
+    relay = await relay_maker(refuse)
+    browser = await relay.browser(expect_open=False)
+    await browser.closed
+    assert browser.status == status
+    assert "X-Injected" not in browser.http_response_data.decode().split("\r\n", 1)[1]
+    assert relay.container.requests == []
+    assert relay.factory.bridge_count == 0
+
+
+@pytest_twisted.ensureDeferred
+async def test_resolver_crash_is_logged_and_answered_500(relay_maker, fail_on_logged_errors):
+    def crash(request: ConnectionRequest) -> BridgeTarget:
+        raise KeyError("bug")
+
+    relay = await relay_maker(crash)
+    browser = await relay.browser(expect_open=False)
+    await browser.closed
+    assert browser.status == 500
+    assert any("resolving the upgrade" in str(e.get("log_format")) for e in fail_on_logged_errors)
+    fail_on_logged_errors.clear()
+
+
+@pytest_twisted.ensureDeferred
+async def test_container_refusing_means_502_for_the_browser_not_101(relay_maker, monkeypatch):
+    relay = await relay_maker()
+    bad = BridgeTarget(Backend("127.0.0.1", relay.container.port.getHost().port, "wrong"), "s1", "pupil")
+    relay.factory._resolve = lambda request: bad
+    browser = await relay.browser(expect_open=False)
+    await browser.closed
+    assert browser.status == 502
+    assert "401" in browser.http_status_line
+    assert relay.factory.bridge_count == 0
+
+
+@pytest_twisted.ensureDeferred
+async def test_container_not_listening_means_502(relay_maker):
+    relay = await relay_maker(listen=False)
+    browser = await relay.browser(expect_open=False)
+    await browser.closed
+    assert browser.status == 502
+    assert relay.factory.bridge_count == 0
+
+
+@pytest_twisted.ensureDeferred
+async def test_container_close_reaches_the_browser_with_its_code(relay_maker):
+    relay = await relay_maker()
+    browser = await relay.browser()
+    browser.sendMessage(b"close 4000", isBinary=True)
+    code, reason = await browser.closed
+    assert (code, reason) == (CLOSE_SESSION_STOPPED, "bye")
+
+
+@pytest_twisted.ensureDeferred
+async def test_container_dropping_tcp_means_1011_for_the_browser(relay_maker):
+    relay = await relay_maker()
+    browser = await relay.browser()
+    browser.sendMessage(b"drop", isBinary=True)
+    code, reason = await browser.closed
+    assert (code, reason) == (CLOSE_CONTAINER_GONE, "desktop container went away")
+    await relay.factory.close_all()
+    assert relay.factory.bridge_count == 0
+
+
+@pytest_twisted.ensureDeferred
+async def test_browser_close_closes_the_container_with_its_code(relay_maker):
+    relay = await relay_maker()
+    browser = await relay.browser()
+    browser.sendClose(4321, "tab closed")
+    await browser.closed
+    (desktop,) = relay.container.opened
+    assert await desktop.gone == 4321
+
+
+@pytest_twisted.ensureDeferred
+async def test_browser_vanishing_closes_the_container_going_away(relay_maker):
+    relay = await relay_maker()
+    browser = await relay.browser()
+    browser.transport.abortConnection()
+    await browser.closed
+    (desktop,) = relay.container.opened
+    assert await desktop.gone == CLOSE_GOING_AWAY
+    await relay.factory.close_all()
+    assert relay.factory.bridge_count == 0
+
+
+@pytest_twisted.ensureDeferred
+async def test_close_session_user_and_all(relay_maker):
+    relay = await relay_maker()
+    first, second = await relay.browser(), await relay.browser()
+    assert len(relay.factory.bridges_for_session("s1")) == 2
+    assert relay.factory.close_session("other", CLOSE_SESSION_STOPPED, "stopped") == 0
+    assert relay.factory.close_user("pupil", CLOSE_SIGNED_OUT, "signed out") == 2
+    assert await first.closed == (CLOSE_SIGNED_OUT, "signed out")
+    assert await second.closed == (CLOSE_SIGNED_OUT, "signed out")
+    third = await relay.browser()
+    assert relay.factory.close_session("s1", CLOSE_SESSION_STOPPED, "stopped") == 1
+    assert await third.closed == (CLOSE_SESSION_STOPPED, "stopped")
+    fourth = await relay.browser()
+    await relay.factory.close_all()
+    assert (await fourth.closed)[0] == CLOSE_GOING_AWAY
+    assert relay.factory.bridge_count == 0
+    codes = await defer.gatherResults([d.gone for d in relay.container.opened])
+    assert codes == [CLOSE_SIGNED_OUT, CLOSE_SIGNED_OUT, CLOSE_SESSION_STOPPED, CLOSE_GOING_AWAY]
+
+
+@pytest_twisted.ensureDeferred
+async def test_oversize_message_from_the_browser_is_refused(relay_maker):
+    relay = await relay_maker(max_message_size=4096)
+    browser = await relay.browser()
+    browser.sendMessage(b"bulk" + bytes(8192), isBinary=True)
+    code, _ = await browser.closed
+    assert code in (1009, 1000)  # 1009 sent by the relay; Autobahn reports its echo's code
+    assert browser.localCloseCode is None or browser.remoteCloseCode == 1009
+    (desktop,) = relay.container.opened
+    await desktop.gone
+    assert desktop.received == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_slow_browser_pauses_the_container_and_relay_memory_stays_bounded(relay_maker):
+    relay = await relay_maker()
+    browser = await relay.browser()
+    assert await browser.messages.get() == (BANNER, True)
+    # The browser stops reading; the container streams 40 MiB as fast as it is allowed to.
+    browser.transport.pauseProducing()
+    total = 640
+    browser.sendMessage(b"stream %d" % total, isBinary=True)
+    (desktop,) = relay.container.opened
+    (bridge,) = relay.factory.bridges_for_session("s1")
+    for _ in range(100):
+        await _sleep(0.05)
+        if getattr(desktop, "streamer", None) and desktop.streamer.paused:
+            break
+    streamer = desktop.streamer
+    # Wait until the whole path is full and everything stands still.
+    last = -1
+    while streamer.sent != last:
+        last = streamer.sent
+        await _sleep(0.2)
+    assert streamer.paused and streamer.left > 0, "the container was never held back"
+    assert bridge.paused_count[0] >= 1, "the relay never paused reading from the container"
+    relay_out = bridge.transport
+    buffered = len(relay_out.dataBuffer) - relay_out.offset + relay_out._tempDataLen
+    assert buffered < 4 * CHUNK, f"relay holds {buffered} bytes for the browser"
+    # Reading again, the browser gets every message, in order.
+    browser.transport.resumeProducing()
+    for n in range(total):
+        payload, _ = await browser.messages.get()
+        assert struct.unpack("!Q", payload[:8])[0] == n
+    assert bridge.bytes_to_browser == len(BANNER) + total * CHUNK
+
+
+@pytest_twisted.ensureDeferred
+async def test_slow_container_pauses_the_browser(relay_maker):
+    relay = await relay_maker()
+    browser = await relay.browser()
+    (desktop,) = relay.container.opened
+    (bridge,) = relay.factory.bridges_for_session("s1")
+    desktop.transport.pauseProducing()
+
+    streamer = _Streamer(browser, 10_000)
+    browser.sendMessage = _bulk_sender(browser.sendMessage)
+    browser.transport.registerProducer(streamer, True)
+    streamer.resumeProducing()
+    last = -1
+    while streamer.sent != last:
+        last = streamer.sent
+        await _sleep(0.2)
+    assert streamer.paused and streamer.left > 0
+    assert bridge.paused_count[1] >= 1
+    container_out = relay.factory.bridges_for_session("s1")
+    assert container_out
+    tls = bridge._container.transport
+    tcp = tls.transport
+    buffered = len(tcp.dataBuffer) - tcp.offset + tcp._tempDataLen + sum(map(len, tls._appSendBuffer))
+    assert buffered < 4 * CHUNK, f"relay holds {buffered} bytes for the container"
+    streamer.stopProducing()
+    browser.transport.unregisterProducer()
+    desktop.transport.resumeProducing()
+
+
+def _bulk_sender(send: Callable[..., None]) -> Callable[..., None]:
+    def bulk(payload: bytes, isBinary: bool = False) -> None:
+        send(b"bulk" + payload[4:], isBinary=isBinary)
+
+    return bulk
