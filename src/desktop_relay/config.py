@@ -100,7 +100,7 @@ _DOCKER_DEFAULTS = {
     "reconcile_interval": "30s",
 }
 _AUTH_DEFAULTS = {
-    "password_file": "etc/passwords",
+    "password_file": "var/passwords",
     "login_attempts": "5",
     "login_window": "5m",
     "session_idle": "8h",

@@ -175,7 +175,11 @@ class DesktopSessions:
         d = self._wait_until_ready(session)
         self._waiting[session.id] = d
         d.addErrback(lambda f: self._log.failure("waiting for session {session}", f, session=session.id))
-        d.addBoth(lambda _: self._waiting.pop(session.id, None))
+
+        def done(_: object) -> None:
+            del self._waiting[session.id]
+
+        d.addBoth(done)
 
     @inlineCallbacks
     def _wait_until_ready(self, session: DesktopSession) -> Deferred[None]:

@@ -83,7 +83,9 @@ class SQLiteStore:
     def open(self) -> Deferred[None]:
         """Start the store's thread, open the file and bring the schema up to date."""
         self._pool.start()
-        return self._run(lambda c: None, connect=True)
+        d = self._run(lambda c: None, connect=True)
+        d.addErrback(lambda failure: (self._pool.stop(), failure)[1])
+        return d
 
     def close(self) -> Deferred[None]:
         """Close the connection and stop the thread."""
@@ -137,15 +139,11 @@ class SQLiteStore:
             raise StoreError(f"database schema version {current} is newer than this relay knows ({newest})")
         for version, script in versions:
             if version > current:
-                connection.execute("BEGIN")
                 try:
-                    for statement in script.split(";"):
-                        if statement.strip():
-                            connection.execute(statement)
-                    connection.execute(f"PRAGMA user_version = {version}")
-                    connection.execute("COMMIT")
+                    connection.executescript(f"BEGIN; {script}; PRAGMA user_version = {version}; COMMIT;")
                 except BaseException:
-                    connection.execute("ROLLBACK")
+                    if connection.in_transaction:
+                        connection.execute("ROLLBACK")
                     raise
 
     # Desktop sessions
