@@ -143,6 +143,9 @@ class RelayWeb:
         if (request.getHeader(b"upgrade") or b"").lower() != b"websocket":
             raise Problem(400, "websocket-expected", "WebSocket upgrade expected",
                           "This address only takes WebSocket connections.")
+        # twisted.web would time this connection out as an idle HTTP request once the bridge
+        # owns it; the bridge's own pings keep it alive instead.
+        request.channel.setTimeout(None)
         # The bridge's onConnect checks session, ownership and Origin before anything is opened.
         return self._websocket
 
