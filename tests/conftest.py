@@ -3,6 +3,7 @@
 No module-level reactor import here: pytest-twisted installs the reactor first.
 """
 
+
 from __future__ import annotations
 
 from typing import Iterator
@@ -10,6 +11,9 @@ from typing import Iterator
 import pytest
 from twisted.logger import globalLogPublisher, ILogObserver, LogLevel
 from zope.interface import provider
+
+# Fixtures that start a real relay (twistd), for every suite that needs one.
+pytest_plugins = ["relay_harness"]
 
 
 @pytest.fixture(autouse=True)
