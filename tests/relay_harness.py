@@ -44,10 +44,14 @@ def twistd_command() -> list[str]:
 
 
 def subprocess_env() -> dict[str, str]:
+    """The environment for relay processes: the same desktop_relay the tests import."""
+    import desktop_relay
+
     env = dict(os.environ)
-    # In a development checkout the plugin is found through the repository root on the path;
-    # under tox the installed package provides it and this changes nothing.
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT / "src"), str(ROOT), env.get("PYTHONPATH")]))
+    if Path(desktop_relay.__file__).is_relative_to(ROOT / "src"):
+        # A development checkout: the plugin is found through the repository root on the path.
+        # Under tox the installed package, plugin included, is used as it is.
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT / "src"), str(ROOT), env.get("PYTHONPATH")]))
     return env
 
 
