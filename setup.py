@@ -23,8 +23,15 @@ setup(
         "attrs>=23.1",
         # Password hashing for local accounts: argon2id via the reference C library.
         "argon2-cffi>=23.1",
+        # ID token and JWKS handling for OpenID Connect (JWS/JWK/JWT per the RFCs), by the Authlib
+        # authors; maintained, typed, and refuses "none" and key/algorithm confusion.
+        "joserfc>=1.0",
     ],
     extras_require={
-        "test": ["pytest>=8", "pytest-twisted>=1.14", "websockets>=12"],
+        "test": [
+            "pytest>=8", "pytest-twisted>=1.14", "websockets>=12",
+            # A real OpenID provider process for tests/oidc (users and claims chosen per test).
+            "oidc-provider-mock>=0.3",
+        ],
     },
 )

@@ -46,6 +46,37 @@ class DesktopType:
 
 
 @attr.s(frozen=True, auto_attribs=True)
+class OIDCSettings:
+    """The `[oidc]` section: which provider, which client, which claims say who someone is."""
+
+    issuer: str
+    discovery: bool
+    authorization_endpoint: str
+    token_endpoint: str
+    userinfo_endpoint: str
+    jwks_uri: str
+    client_id: str
+    client_secret: str = attr.ib(repr=False)
+    token_auth_method: str
+    scopes: tuple[str, ...]
+    user_id_claim: str
+    name_claim: str
+    groups_claim: str
+    clock_skew: float
+    sign_in_timeout: float
+
+
+@attr.s(frozen=True, auto_attribs=True)
+class HeaderSettings:
+    """The `[header]` section: which request headers a trusted proxy signs users in with."""
+
+    user: str
+    groups: str
+    name: str
+    separator: str
+
+
+@attr.s(frozen=True, auto_attribs=True)
 class RelayConfig:
     """All settings of one relay, as read from relay.ini."""
 
@@ -61,6 +92,7 @@ class RelayConfig:
     start_timeout: float
     stop_timeout: int
     reconcile_interval: float
+    auth_method: str
     password_file: Path
     login_attempts: int
     login_window: float
@@ -71,11 +103,20 @@ class RelayConfig:
     ws_ping_interval: float
     ws_open_timeout: float
     desktops: Mapping[str, DesktopType]
+    oidc: OIDCSettings | None
+    header: HeaderSettings | None
+    admin_groups: frozenset[str]
+    teacher_groups: frozenset[str]
 
     @property
     def secure_cookies(self) -> bool:
         """Cookies carry Secure when browsers reach us over https."""
         return self.public_url.startswith("https://")
+
+    @property
+    def redirect_uri(self) -> str:
+        """Where the OpenID provider sends browsers back to (register it with the provider)."""
+        return self.public_url + "/login/callback"
 
 
 _SIZE = re.compile(r"^[0-9]+[bkmg]?$", re.IGNORECASE)
@@ -100,12 +141,37 @@ _DOCKER_DEFAULTS = {
     "reconcile_interval": "30s",
 }
 _AUTH_DEFAULTS = {
+    "method": "local",
     "password_file": "var/passwords",
     "login_attempts": "5",
     "login_window": "5m",
     "session_idle": "8h",
     "session_lifetime": "24h",
 }
+_OIDC_DEFAULTS = {
+    "issuer": "",
+    "discovery": "yes",
+    "authorization_endpoint": "",
+    "token_endpoint": "",
+    "userinfo_endpoint": "",
+    "jwks_uri": "",
+    "client_id": "",
+    "client_secret_file": "",
+    "token_auth_method": "client_secret_basic",
+    "scopes": "openid profile email groups",
+    "user_id_claim": "sub",
+    "name_claim": "name",
+    "groups_claim": "groups",
+    "clock_skew": "60s",
+    "sign_in_timeout": "10m",
+}
+_HEADER_DEFAULTS = {
+    "user": "X-Remote-User",
+    "groups": "X-Remote-Groups",
+    "name": "X-Remote-Name",
+    "separator": ",",
+}
+_ROLES_DEFAULTS = {"admin_groups": "", "teacher_groups": ""}
 _SESSIONS_DEFAULTS = {"max_per_user": "2"}
 _WEBSOCKET_DEFAULTS = {
     "max_message_size": "16m",
@@ -128,6 +194,9 @@ _SECTIONS = {
     "relay": _RELAY_DEFAULTS,
     "docker": _DOCKER_DEFAULTS,
     "auth": _AUTH_DEFAULTS,
+    "oidc": _OIDC_DEFAULTS,
+    "header": _HEADER_DEFAULTS,
+    "roles": _ROLES_DEFAULTS,
     "sessions": _SESSIONS_DEFAULTS,
     "websocket": _WEBSOCKET_DEFAULTS,
 }
@@ -333,6 +402,7 @@ def load_config(path: str | os.PathLike[str]) -> RelayConfig:
         start_timeout=reader.value("docker", "start_timeout", d, _duration),
         stop_timeout=max(1, int(reader.value("docker", "stop_timeout", d, _duration))),
         reconcile_interval=reader.value("docker", "reconcile_interval", d, _duration),
+        auth_method=reader.value("auth", "method", a, _auth_method),
         password_file=reader.path_value("auth", "password_file", a),
         login_attempts=reader.value("auth", "login_attempts", a, _positive_int),
         login_window=reader.value("auth", "login_window", a, _duration),
@@ -347,9 +417,129 @@ def load_config(path: str | os.PathLike[str]) -> RelayConfig:
         ws_ping_interval=reader.value("websocket", "ping_interval", _WEBSOCKET_DEFAULTS, _duration),
         ws_open_timeout=reader.value("websocket", "open_timeout", _WEBSOCKET_DEFAULTS, _duration),
         desktops=desktops,
+        oidc=None,
+        header=None,
+        admin_groups=reader.value("roles", "admin_groups", _ROLES_DEFAULTS, _word_set),
+        teacher_groups=reader.value("roles", "teacher_groups", _ROLES_DEFAULTS, _word_set),
     )
+    if config.auth_method == "oidc":
+        config = attr.evolve(config, oidc=_read_oidc(reader))
+    elif config.auth_method == "header":
+        if not config.trusted_proxies:
+            raise reader.fail(
+                "relay", "trusted_proxies",
+                "[auth] method = header needs the proxy addresses whose headers are believed",
+            )
+        config = attr.evolve(config, header=_read_header(reader))
     _check_safety(reader, config)
     return config
+
+
+def _auth_method(text: str) -> str:
+    if text not in ("local", "oidc", "header"):
+        raise ValueError("must be local, oidc or header")
+    return text
+
+
+def _yes_no(text: str) -> bool:
+    if text.lower() in ("yes", "true", "on", "1"):
+        return True
+    if text.lower() in ("no", "false", "off", "0"):
+        return False
+    raise ValueError("must be yes or no")
+
+
+def _provider_url(text: str) -> str:
+    """An address of the OpenID provider: https, or http only on loopback (tests, demos)."""
+    if not text:
+        return text
+    parts = urlsplit(text)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("must be an absolute https:// URL")
+    if parts.scheme == "http" and not _is_loopback_host(parts.hostname):
+        raise ValueError("must be https:// (plain http only for a provider on loopback)")
+    return text
+
+
+def _claim_name(text: str) -> str:
+    if not re.match(r"^[A-Za-z0-9_.:-]+$", text):
+        raise ValueError("must be a claim name such as sub, uuid or groups")
+    return text
+
+
+def _header_name(text: str) -> str:
+    if not re.match(r"^[A-Za-z0-9-]+$", text):
+        raise ValueError("must be an HTTP header name such as X-Remote-User")
+    return text
+
+
+def _secret_from_file(reader: _Reader, section: str, key: str, defaults: Mapping[str, str | None]) -> str:
+    """Read a secret from a file that only its owner (and group) may read."""
+    if not reader.raw(section, key, defaults):
+        raise reader.fail(section, key, "is required")
+    path = reader.path_value(section, key, defaults)
+    try:
+        mode = path.stat().st_mode
+        secret = path.read_text(encoding="utf-8").strip()
+    except OSError as e:
+        raise reader.fail(section, key, f"cannot read {path}: {e.strerror}") from None
+    if mode & 0o007:
+        raise reader.fail(section, key, f"{path} is readable by everyone; chmod 600 or 640 it")
+    if not secret:
+        raise reader.fail(section, key, f"{path} is empty")
+    return secret
+
+
+def _read_oidc(reader: _Reader) -> OIDCSettings:
+    o = _OIDC_DEFAULTS
+    issuer = reader.value("oidc", "issuer", o, _provider_url).rstrip("/")
+    if not issuer:
+        raise reader.fail("oidc", "issuer", "is required with [auth] method = oidc")
+    client_id = reader.raw("oidc", "client_id", o)
+    if not client_id:
+        raise reader.fail("oidc", "client_id", "is required with [auth] method = oidc")
+    discovery = reader.value("oidc", "discovery", o, _yes_no)
+    endpoints = {
+        key: reader.value("oidc", key, o, _provider_url)
+        for key in ("authorization_endpoint", "token_endpoint", "userinfo_endpoint", "jwks_uri")
+    }
+    if not discovery:
+        for key in ("authorization_endpoint", "token_endpoint", "jwks_uri"):
+            if not endpoints[key]:
+                raise reader.fail("oidc", key, "is required when discovery = no")
+    scopes = tuple(reader.raw("oidc", "scopes", o).split())
+    if "openid" not in scopes:
+        raise reader.fail("oidc", "scopes", "must include openid")
+    token_auth_method = reader.raw("oidc", "token_auth_method", o)
+    if token_auth_method not in ("client_secret_basic", "client_secret_post"):
+        raise reader.fail("oidc", "token_auth_method", "must be client_secret_basic or client_secret_post")
+    return OIDCSettings(
+        issuer=issuer,
+        discovery=discovery,
+        client_id=client_id,
+        client_secret=_secret_from_file(reader, "oidc", "client_secret_file", o),
+        token_auth_method=token_auth_method,
+        scopes=scopes,
+        user_id_claim=reader.value("oidc", "user_id_claim", o, _claim_name),
+        name_claim=reader.value("oidc", "name_claim", o, _claim_name),
+        groups_claim=reader.value("oidc", "groups_claim", o, _claim_name),
+        clock_skew=reader.value("oidc", "clock_skew", o, _duration),
+        sign_in_timeout=reader.value("oidc", "sign_in_timeout", o, _duration),
+        **endpoints,
+    )
+
+
+def _read_header(reader: _Reader) -> HeaderSettings:
+    h = _HEADER_DEFAULTS
+    separator = reader.raw("header", "separator", h)
+    if not separator:
+        raise reader.fail("header", "separator", "must not be empty")
+    return HeaderSettings(
+        user=reader.value("header", "user", h, _header_name),
+        groups=reader.value("header", "groups", h, _header_name),
+        name=reader.value("header", "name", h, _header_name),
+        separator=separator,
+    )
 
 
 def _read_desktops(reader: _Reader) -> Mapping[str, DesktopType]:

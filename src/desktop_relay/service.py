@@ -16,7 +16,11 @@ from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
 from twisted.web.server import Site
 
+from .auth import IPasswordAuthenticator
+from .auth.header import TrustedHeaders
 from .auth.local import LocalAccounts, PasswordFileError
+from .auth.oidc import OpenIDProvider, OpenIDSignIn, PendingSignIns, SignInFailed
+from .auth.roles import Roles
 from .auth.throttle import LoginThrottle
 from .auth.websessions import WebSessions
 from .config import ConfigError, RelayConfig
@@ -42,10 +46,24 @@ class RelayService(MultiService):
         super().__init__()
         self.config = config
         self._reactor = reactor
-        try:
-            authenticator = LocalAccounts(config.password_file)
-        except PasswordFileError as e:
-            raise ConfigError(f"{config.source}: [auth] password_file: {e}") from None
+        # One sign-in method at a time: with OpenID Connect or trusted headers, local accounts
+        # are not offered, so no second, weaker way in is left open by accident.
+        authenticator: IPasswordAuthenticator | None = None
+        self.oidc: OpenIDSignIn | None = None
+        headers: TrustedHeaders | None = None
+        if config.oidc is not None:
+            self.oidc = OpenIDSignIn(
+                OpenIDProvider(config.oidc, reactor),
+                PendingSignIns(reactor, config.oidc.sign_in_timeout),
+                config.redirect_uri,
+            )
+        elif config.header is not None:
+            headers = TrustedHeaders(config.header, config.trusted_proxies)
+        else:
+            try:
+                authenticator = LocalAccounts(config.password_file)
+            except PasswordFileError as e:
+                raise ConfigError(f"{config.source}: [auth] password_file: {e}") from None
 
         self.store = SQLiteStore(config.database, reactor)
         # Docker SDK calls block; they get their own bounded pool, never the reactor's shared one.
@@ -83,7 +101,11 @@ class RelayService(MultiService):
         self.access = DesktopAccess(self.store, self.sessions, guard)
         web = RelayWeb(
             guard=guard,
+            roles=Roles(config.admin_groups, config.teacher_groups),
             authenticator=authenticator,
+            oidc=self.oidc,
+            headers=headers,
+            sign_in_timeout=config.oidc.sign_in_timeout if config.oidc else 600,
             throttle=LoginThrottle(reactor, config.login_attempts, config.login_window),
             api=UserAPI(self.store, self.sessions, guard),
             access=self.access,
@@ -116,6 +138,14 @@ class RelayService(MultiService):
         # The store matches Docker before the first request is answered where the engine is
         # reachable, and one interval later where it is not.
         yield self._reconcile()
+        if self.oidc is not None:
+            # Fetched now to find configuration mistakes early; a provider that is down does not
+            # stop the relay: the next sign-in tries again.
+            try:
+                yield self.oidc.provider.metadata()
+            except SignInFailed as e:
+                self._log.warn("OpenID provider not reachable yet, will retry at sign-in: {problem}",
+                               problem=e.detail)
         self._reconciler.start(self.config.reconcile_interval, now=False)
         self._purger.setServiceParent(self)
         self._listener.setServiceParent(self)

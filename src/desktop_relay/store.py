@@ -55,6 +55,7 @@ class WebSession:
     groups: frozenset[str]
     created: float
     last_seen: float
+    role: str = "pupil"
 
 
 class StoreError(Exception):
@@ -222,7 +223,7 @@ class SQLiteStore:
         return self._run(
             lambda c: c.execute(
                 "INSERT INTO web_sessions (token_hash, user_id, display_name, groups_json, created,"
-                " last_seen) VALUES (?, ?, ?, ?, ?, ?)",
+                " last_seen, role) VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (
                     web.token_hash,
                     web.user_id,
@@ -230,6 +231,7 @@ class SQLiteStore:
                     json.dumps(sorted(web.groups)),
                     web.created,
                     web.last_seen,
+                    web.role,
                 ),
             )
             and None
@@ -249,6 +251,7 @@ class SQLiteStore:
                 groups=frozenset(json.loads(row["groups_json"])),
                 created=row["created"],
                 last_seen=row["last_seen"],
+                role=row["role"],
             )
 
         return self._run(get)

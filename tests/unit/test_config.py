@@ -122,3 +122,52 @@ def test_shipped_file_documents_every_option_with_its_default() -> None:
     for section in shipped.sections():
         if section.startswith("desktop:"):
             assert set(shipped.options(section)) == set(config_module._DESKTOP_DEFAULTS)
+
+
+def oidc_config(tmp_path: Path, secret_mode: int = 0o600, extra: str = "") -> str:
+    secret = tmp_path / "client-secret"
+    secret.write_text("s3cret\n")
+    secret.chmod(secret_mode)
+    return (f"[auth]\nmethod = oidc\n[oidc]\nissuer = https://iserv.school.example/\nclient_id = relay\n"
+            f"client_secret_file = {secret}\n{extra}" + MINIMAL)
+
+
+def test_oidc_settings_are_read_with_the_secret_from_its_file(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, oidc_config(tmp_path)))
+    assert config.auth_method == "oidc" and config.oidc is not None
+    assert config.oidc.issuer == "https://iserv.school.example"
+    assert config.oidc.client_secret == "s3cret"
+    assert config.oidc.scopes == ("openid", "profile", "email", "groups")
+    assert config.redirect_uri == "http://127.0.0.1:8080/login/callback"
+    assert "s3cret" not in repr(config.oidc)
+
+
+@pytest.mark.parametrize(
+    "mode, extra, expected",
+    [
+        (0o644, "", "client-secret is readable by everyone"),
+        (0o600, "discovery = no\n", "[oidc] authorization_endpoint: is required when discovery = no"),
+        (0o600, "scopes = profile\n", "[oidc] scopes: must include openid"),
+        (0o600, "user_id_claim = display name\n", "[oidc] user_id_claim: 'display name': must be a claim name"),
+        (0o600, "token_endpoint = http://iserv.example/token\n", "[oidc] token_endpoint: 'http://iserv.example/token': must be https://"),
+    ],
+)
+def test_oidc_mistakes_stop_start_up(tmp_path: Path, mode: int, extra: str, expected: str) -> None:
+    assert expected in error_of(tmp_path, oidc_config(tmp_path, mode, extra))
+
+
+def test_missing_secret_file_and_issuer_stop_start_up(tmp_path: Path) -> None:
+    message = error_of(tmp_path, "[auth]\nmethod = oidc\n[oidc]\nissuer = https://x.example\nclient_id = r\n"
+                                 f"client_secret_file = {tmp_path}/nope\n" + MINIMAL)
+    assert "[oidc] client_secret_file: cannot read" in message
+    assert "[oidc] issuer: is required" in error_of(tmp_path, "[auth]\nmethod = oidc\n" + MINIMAL)
+    assert "[auth] method: 'ldap': must be local, oidc or header" in error_of(tmp_path, "[auth]\nmethod = ldap\n" + MINIMAL)
+
+
+def test_header_method_needs_trusted_proxies(tmp_path: Path) -> None:
+    assert "[relay] trusted_proxies: [auth] method = header needs" in error_of(
+        tmp_path, "[auth]\nmethod = header\n" + MINIMAL)
+    config = load_config(write(tmp_path, "[auth]\nmethod = header\n[relay]\ntrusted_proxies = 127.0.0.1\n"
+                                         "[header]\nuser = OIDC-CLAIM-sub\n[roles]\nteacher_groups = lehrer\n" + MINIMAL))
+    assert config.header is not None and config.header.user == "OIDC-CLAIM-sub"
+    assert config.teacher_groups == {"lehrer"}

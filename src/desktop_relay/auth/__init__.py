@@ -1,6 +1,7 @@
 """Who the user is: the identity every other part depends on, and the authenticator interface.
 
-Implementations: local accounts (local.py); OpenID Connect and trusted headers plug in here too.
+Implementations: local accounts (local.py), OpenID Connect (oidc.py), trusted proxy headers
+(header.py); roles.py turns groups into a role.
 """
 
 from __future__ import annotations
@@ -9,14 +10,17 @@ import attr
 from twisted.internet.defer import Deferred
 from zope.interface import Interface
 
+ADMIN, TEACHER, PUPIL = "admin", "teacher", "pupil"
+
 
 @attr.s(frozen=True, auto_attribs=True)
 class Identity:
-    """A signed-in person: a stable id (never the display name), a name to show, their groups."""
+    """A signed-in person: a stable id (never the display name), a name to show, groups, role."""
 
     user_id: str
     display_name: str
     groups: frozenset[str]
+    role: str = PUPIL
 
 
 class IPasswordAuthenticator(Interface):

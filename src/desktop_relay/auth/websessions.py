@@ -32,7 +32,7 @@ class WebSessions:
     ) -> None:
         self._store = store
         self._clock = clock
-        self._secure = secure
+        self.secure = secure
         self._idle = idle
         self._lifetime = lifetime
         # The __Host- prefix makes browsers refuse the cookie unless it is Secure, has Path=/
@@ -42,17 +42,22 @@ class WebSessions:
     @inlineCallbacks
     def begin(self, request: IRequest, identity: Identity) -> Deferred[str]:
         """Sign this browser in as identity: store the session and set the cookie."""
+        # A browser that signs in again gets a new id; the old one stops working (no fixation).
+        previous = request.getCookie(self.cookie_name)
+        if previous:
+            yield self._store.delete_web_session(token_hash(previous.decode("ascii", "replace")))
         token = secrets.token_urlsafe(32)
         now = self._clock.seconds()
         yield self._store.add_web_session(
-            WebSession(token_hash(token), identity.user_id, identity.display_name, identity.groups, now, now)
+            WebSession(token_hash(token), identity.user_id, identity.display_name, identity.groups, now, now,
+                       identity.role)
         )
         request.addCookie(
             self.cookie_name,
             token.encode("ascii"),
             path=b"/",
             httpOnly=True,
-            secure=self._secure,
+            secure=self.secure,
             sameSite=b"lax",
         )
         return token
@@ -86,8 +91,8 @@ class WebSessions:
         if session is not None:
             yield self._store.delete_web_session(session.token_hash)
         request.addCookie(
-            self.cookie_name, b"", path=b"/", httpOnly=True, secure=self._secure, sameSite=b"lax",
-            max_age=0, expires=b"Thu, 01 Jan 1970 00:00:00 GMT",
+            self.cookie_name, b"", path=b"/", httpOnly=True, secure=self.secure, sameSite=b"lax",
+            max_age=b"0", expires=b"Thu, 01 Jan 1970 00:00:00 GMT",
         )
         return session
 

@@ -1,4 +1,4 @@
-"""The user JSON API under /api/: desktops a user may start, and their desktop sessions."""
+"""The user JSON API under /api/: who is signed in, desktops a user may start, their desktop sessions."""
 
 from __future__ import annotations
 
@@ -66,6 +66,14 @@ class UserAPI:
         self._log.failure("unexpected error answering {path}", failure, path=request.path.decode())
         return problem_response(request, Problem(500, "internal-error", "Internal error",
                                                  "Something went wrong on the server; it has been logged."))
+
+    @app.route("/me", methods=["GET"])
+    @inlineCallbacks
+    def me(self, request: IRequest):  # type: ignore[no-untyped-def]
+        web = yield self._guard.signed_in(request)
+        return json_response(request, {
+            "id": web.user_id, "name": web.display_name, "groups": sorted(web.groups), "role": web.role,
+        })
 
     @app.route("/desktops", methods=["GET"])
     @inlineCallbacks

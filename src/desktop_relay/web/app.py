@@ -1,11 +1,16 @@
 """The relay's root web resource: sign-in pages, the dashboard, /api/ and the /desktop/ID/ routes.
 
+Sign-in is one of three methods ([auth] method): the relay's own form (local accounts), the
+OpenID Connect code flow (/login → provider → /login/callback), or headers set by a trusted
+proxy. Whatever the method, it ends in a web session carrying the user's groups and role.
+
 /desktop/ID/websockify goes to the Autobahn bridge (relay/websocket.py); everything else under
 /desktop/ID/ to the asset relay (relay/assets.py); both only after DesktopAccess said yes.
 """
 
 from __future__ import annotations
 
+import secrets
 from importlib.resources import files
 from typing import Any
 from urllib.parse import quote, urlencode
@@ -17,7 +22,10 @@ from twisted.logger import Logger
 from twisted.web.iweb import IRequest
 from twisted.web.static import File
 
-from ..auth import IPasswordAuthenticator
+from ..auth import Identity, IPasswordAuthenticator
+from ..auth.header import TrustedHeaders
+from ..auth.oidc import OpenIDSignIn, SignInFailed
+from ..auth.roles import Roles
 from ..auth.throttle import LoginThrottle
 from ..relay.assets import AssetRelay
 from ..relay.websocket import CLOSE_SIGNED_OUT, DesktopBridgeFactory
@@ -51,16 +59,28 @@ class RelayWeb:
         self,
         *,
         guard: RequestGuard,
-        authenticator: IPasswordAuthenticator,
+        roles: Roles,
+        authenticator: IPasswordAuthenticator | None = None,
         throttle: LoginThrottle,
+        oidc: OpenIDSignIn | None = None,
+        headers: TrustedHeaders | None = None,
+        sign_in_timeout: float = 600,
         api: UserAPI,
         access: DesktopAccess,
         assets: AssetRelay,
         bridges: DesktopBridgeFactory,
     ) -> None:
+        if (authenticator, oidc, headers).count(None) != 2:
+            raise ValueError("exactly one sign-in method: authenticator, oidc or headers")
         self._guard = guard
+        self._roles = roles
         self._authenticator = authenticator
         self._throttle = throttle
+        self._oidc = oidc
+        self._headers = headers
+        self._sign_in_timeout = sign_in_timeout
+        # Binds a pending OpenID sign-in to the browser that began it (see auth/oidc.py).
+        self._sign_in_cookie = b"__Host-desktop-relay-signin" if guard.sessions.secure else b"desktop-relay-signin"
         self._api = api.app.resource()
         self._access = access
         self._assets = assets
@@ -94,14 +114,84 @@ class RelayWeb:
         return render_page(request, "dashboard.html", name=web.display_name)
 
     @app.route("/login", methods=["GET"])
-    def login_form(self, request: IRequest) -> bytes:
+    @inlineCallbacks
+    def login_form(self, request: IRequest):  # type: ignore[no-untyped-def]
         target = _safe_next(_arg(request, b"next"))
+        if self._oidc is not None:
+            return (yield self._begin_oidc(request, target))
+        if self._headers is not None:
+            identity = self._headers.identity(request)
+            if identity is None:
+                return render_page(
+                    request, "signin-error.html", 401, title="Not signed in",
+                    message="Your sign-in did not reach this service. Please open it through the "
+                            "school's portal, or ask your administrator.",
+                )
+            return (yield self._signed_in(request, identity, target, "trusted headers"))
         return render_page(request, "login.html", next=target, message="", username="")
+
+    @inlineCallbacks
+    def _begin_oidc(self, request: IRequest, target: str):  # type: ignore[no-untyped-def]
+        assert self._oidc is not None
+        # One random value per browser, kept across parallel sign-ins in several tabs.
+        existing = request.getCookie(self._sign_in_cookie)
+        browser = existing.decode("ascii", "replace") if existing else secrets.token_urlsafe(32)
+        try:
+            url = yield self._oidc.begin(browser, target)
+        except SignInFailed as failure:
+            return self._sign_in_failed(request, failure)
+        request.addCookie(
+            self._sign_in_cookie, browser.encode("ascii"), path=b"/", httpOnly=True,
+            secure=self._guard.sessions.secure, sameSite=b"lax", max_age=str(int(self._sign_in_timeout)),
+        )
+        request.setResponseCode(303)
+        request.setHeader(b"Location", url.encode("utf-8"))
+        request.setHeader(b"Cache-Control", b"no-store")
+        return b""
+
+    @app.route("/login/callback", methods=["GET"])
+    @inlineCallbacks
+    def login_callback(self, request: IRequest):  # type: ignore[no-untyped-def]
+        if self._oidc is None:
+            raise Problem(404, "no-such-page", "Not found", "OpenID Connect sign-in is not configured.")
+        browser = request.getCookie(self._sign_in_cookie)
+        args = {key.decode("utf-8", "replace"): values[0].decode("utf-8", "replace")
+                for key, values in request.args.items() if values}
+        try:
+            identity, target = yield self._oidc.finish(args, browser.decode("ascii", "replace") if browser else None)
+        except SignInFailed as failure:
+            return self._sign_in_failed(request, failure)
+        return (yield self._signed_in(request, identity, target, "OpenID Connect"))
+
+    def _sign_in_failed(self, request: IRequest, failure: SignInFailed) -> bytes:
+        self._log.warn(
+            "sign-in from {address} failed: {kind}: {detail}",
+            address=self._guard.client_address(request), kind=type(failure).__name__, detail=failure.detail,
+        )
+        if failure.status == 503:
+            request.setHeader(b"Retry-After", b"60")
+        return render_page(request, "signin-error.html", failure.status, title=failure.title,
+                           message=failure.message)
+
+    @inlineCallbacks
+    def _signed_in(self, request: IRequest, identity: Identity, target: str, method: str):  # type: ignore[no-untyped-def]
+        # Groups, and so the role, are taken afresh at every sign-in.
+        identity = self._roles.assign(identity)
+        yield self._guard.sessions.begin(request, identity)
+        self._log.info(
+            "{user} signed in with {method} from {address} as {role}, groups {groups}",
+            user=identity.user_id, method=method, address=self._guard.client_address(request),
+            role=identity.role, groups=sorted(identity.groups),
+        )
+        return redirect(request, target)
 
     @app.route("/login", methods=["POST"])
     @inlineCallbacks
     def login(self, request: IRequest):  # type: ignore[no-untyped-def]
         self._guard.require_same_origin(request)
+        if self._authenticator is None:
+            raise Problem(405, "password-sign-in-disabled", "Password sign-in is not offered",
+                          "Sign in through the school's sign-in service.")
         username = (_arg(request, b"username") or "").strip()
         password = _arg(request, b"password") or ""
         target = _safe_next(_arg(request, b"next"))
@@ -119,9 +209,7 @@ class RelayWeb:
             return render_page(request, "login.html", 401, next=target, username=username,
                                message="Wrong user name or password.")
         self._throttle.succeeded(username, address)
-        yield self._guard.sessions.begin(request, identity)
-        self._log.info("{user} signed in from {address}", user=identity.user_id, address=address)
-        return redirect(request, target)
+        return (yield self._signed_in(request, identity, target, "a local account"))
 
     @app.route("/logout", methods=["POST"])
     @inlineCallbacks

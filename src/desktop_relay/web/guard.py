@@ -9,6 +9,7 @@ from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.web.iweb import IRequest
 
 from ..auth import Identity
+from ..auth.header import address_in
 from ..auth.websessions import WebSessions
 from ..store import WebSession
 from .responses import Problem
@@ -18,7 +19,7 @@ Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 def identity_of(web: WebSession) -> Identity:
     """The identity a web session stands for."""
-    return Identity(web.user_id, web.display_name, web.groups)
+    return Identity(web.user_id, web.display_name, web.groups, web.role)
 
 
 class RequestGuard:
@@ -70,8 +71,4 @@ class RequestGuard:
         return address
 
     def _is_trusted(self, address: str) -> bool:
-        try:
-            ip = ipaddress.ip_address(address)
-        except ValueError:
-            return False
-        return any(ip in network for network in self._trusted)
+        return address_in(address, self._trusted)
