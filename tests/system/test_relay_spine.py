@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import docker
 import pytest
-from websockets.exceptions import ConnectionClosed
-
 from relay_harness import (
     RelayProcess,
     subprocess_env,
@@ -18,6 +16,7 @@ from relay_harness import (
     vnc_handshake,
     websocket_refusal,
 )
+from websockets.exceptions import ConnectionClosed
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
@@ -268,3 +267,14 @@ def test_missing_password_file_stops_start_up_with_one_line(tmp_path: Path) -> N
     (line,) = result.stderr.strip().splitlines()
     assert "[auth] password_file" in line and "/nonexistent/passwords" in line
 
+
+
+def test_unknown_pages_and_methods_are_problems_not_server_errors(relay: RelayProcess) -> None:
+    alice = relay.client()
+    alice.login("alice")
+    missing = alice.get("/favicon.ico")
+    assert missing.status_code == 404 and missing.json()["type"].endswith("no-such-page")
+    wrong = alice.http.put(relay.url + "/api/sessions", json={}, headers={"Origin": relay.url}, timeout=10)
+    assert wrong.status_code == 405 and "GET" in wrong.headers["Allow"]
+    assert wrong.json()["type"].endswith("method-not-allowed")
+    assert "Traceback" not in relay.log() and "Unhandled" not in relay.log()

@@ -70,7 +70,7 @@ class DesktopAccess:
                 "refused desktop upgrade for {path} from {peer}: {status} {reason}",
                 path=request.path, peer=request.peer, status=problem.status, reason=problem.detail or problem.title,
             )
-            raise ConnectionDeny(problem.status, problem.detail or problem.title)
+            raise ConnectionDeny(problem.status, problem.detail or problem.title) from None
         return BridgeTarget(backend=backend, session_id=session_id, user_id=web.user_id)
 
 

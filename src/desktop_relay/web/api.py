@@ -9,12 +9,13 @@ from klein import Klein
 from twisted.internet.defer import inlineCallbacks
 from twisted.logger import Logger
 from twisted.web.iweb import IRequest
+from werkzeug.exceptions import HTTPException
 
 from ..containers import ContainerEngineUnavailable
 from ..lifecycle import DesktopNotAllowed, DesktopSessions, SessionLimitReached, UnknownDesktop
 from ..store import DesktopSession, SQLiteStore
 from .guard import RequestGuard, identity_of
-from .responses import Problem, json_response, problem_response
+from .responses import Problem, json_response, problem_response, routing_problem_response
 
 # Larger bodies are refused before parsing: the API takes a desktop name, nothing more.
 MAX_BODY = 16 * 1024
@@ -61,6 +62,10 @@ class UserAPI:
         problem.headers[b"Retry-After"] = b"30"
         return problem_response(request, problem)
 
+    @app.handle_errors(HTTPException)
+    def _routing(self, request: IRequest, failure: Any) -> bytes:
+        return routing_problem_response(request, failure.value)
+
     @app.handle_errors(Exception)
     def _unexpected(self, request: IRequest, failure: Any) -> bytes:
         self._log.failure("unexpected error answering {path}", failure, path=request.path.decode())
@@ -100,13 +105,13 @@ class UserAPI:
         try:
             session, created = yield self._sessions.start(identity_of(web), desktop_name)
         except UnknownDesktop:
-            raise Problem(404, "no-such-desktop", "No such desktop", f"There is no desktop {desktop_name!r}.")
+            raise Problem(404, "no-such-desktop", "No such desktop", f"There is no desktop {desktop_name!r}.") from None
         except DesktopNotAllowed:
             raise Problem(403, "desktop-not-allowed", "Desktop not allowed",
-                          f"Your groups do not include the desktop {desktop_name!r}.")
+                          f"Your groups do not include the desktop {desktop_name!r}.") from None
         except SessionLimitReached as e:
             raise Problem(409, "session-limit", "Too many desktops running",
-                          f"You can run {e.args[0]} desktop(s) at a time; stop one first.")
+                          f"You can run {e.args[0]} desktop(s) at a time; stop one first.") from None
         request.setHeader(b"Location", f"/api/sessions/{session.id}".encode())
         return json_response(request, session_view(session, self._sessions), 202 if created else 200)
 
@@ -125,10 +130,6 @@ class UserAPI:
         session = yield self._own_session(web.user_id, session_id)
         stopped = yield self._sessions.stop(session, web.user_id)
         return json_response(request, session_view(stopped, self._sessions))
-
-    @app.route("/", branch=True)
-    def not_found(self, request: IRequest) -> bytes:
-        return problem_response(request, Problem(404, "no-such-endpoint", "No such API endpoint"))
 
     @inlineCallbacks
     def _own_session(self, user_id: str, session_id: str):  # type: ignore[no-untyped-def]
@@ -149,7 +150,7 @@ def _desktop_from_body(request: IRequest) -> str:
     try:
         value = json.loads(body)
     except (ValueError, UnicodeDecodeError):
-        raise Problem(400, "malformed-json", "Malformed JSON", "The request body is not valid JSON.")
+        raise Problem(400, "malformed-json", "Malformed JSON", "The request body is not valid JSON.") from None
     if not isinstance(value, dict) or not isinstance(value.get("desktop"), str) or not value["desktop"]:
         raise Problem(422, "invalid-request", "Invalid request",
                       'The body must be an object like {"desktop": "NAME"}.')

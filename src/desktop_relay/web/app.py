@@ -21,6 +21,7 @@ from twisted.internet.defer import inlineCallbacks
 from twisted.logger import Logger
 from twisted.web.iweb import IRequest
 from twisted.web.static import File
+from werkzeug.exceptions import HTTPException
 
 from ..auth import Identity, IPasswordAuthenticator
 from ..auth.header import TrustedHeaders
@@ -32,7 +33,7 @@ from ..relay.websocket import CLOSE_SIGNED_OUT, DesktopBridgeFactory
 from .access import DesktopAccess
 from .api import UserAPI
 from .guard import RequestGuard
-from .responses import Problem, problem_response, redirect, render_page
+from .responses import Problem, problem_response, redirect, render_page, routing_problem_response
 
 
 def _safe_next(target: str | None) -> str:
@@ -91,6 +92,10 @@ class RelayWeb:
     @app.handle_errors(Problem)
     def _problem(self, request: IRequest, failure: Any) -> bytes:
         return problem_response(request, failure.value)
+
+    @app.handle_errors(HTTPException)
+    def _routing(self, request: IRequest, failure: Any) -> bytes:
+        return routing_problem_response(request, failure.value)
 
     @app.handle_errors(Exception)
     def _unexpected(self, request: IRequest, failure: Any) -> bytes:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
-from typing import Sequence
+from collections.abc import Sequence
 
 from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.web.iweb import IRequest

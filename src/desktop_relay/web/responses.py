@@ -9,6 +9,7 @@ from string import Template
 from typing import Any
 
 from twisted.web.iweb import IRequest
+from werkzeug.exceptions import HTTPException
 
 PROBLEM_TYPE_PREFIX = "urn:desktop-relay:problem:"
 
@@ -84,3 +85,13 @@ def redirect(request: IRequest, location: str, status: int = 303) -> bytes:
     request.setHeader(b"Location", location.encode("utf-8"))
     request.setHeader(b"Cache-Control", b"no-store")
     return b""
+
+
+def routing_problem_response(request: IRequest, error: HTTPException) -> bytes:
+    """Answer Klein's routing errors (no such route, method not allowed) as problems, not 500s."""
+    slug = {404: "no-such-page", 405: "method-not-allowed"}.get(error.code or 500, "http-error")
+    problem = Problem(error.code or 500, slug, error.name)
+    valid_methods = getattr(error, "valid_methods", None)
+    if valid_methods:
+        problem.headers[b"Allow"] = ", ".join(valid_methods).encode()
+    return problem_response(request, problem)
