@@ -6,10 +6,10 @@ No module-level reactor import here: pytest-twisted installs the reactor first.
 
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 import pytest
-from twisted.logger import globalLogPublisher, ILogObserver, LogLevel
+from twisted.logger import ILogObserver, LogLevel, globalLogPublisher
 from zope.interface import provider
 
 # Fixtures that start a real relay (twistd), for every suite that needs one.

@@ -16,8 +16,9 @@ import struct
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any
 
 import docker
 import pytest
@@ -131,7 +132,7 @@ class RelayProcess:
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
-            raise AssertionError("relay did not stop within 20s of SIGTERM")
+            raise AssertionError("relay did not stop within 20s of SIGTERM") from None
 
     def restart(self) -> None:
         self.stop()
@@ -140,7 +141,7 @@ class RelayProcess:
     def log(self) -> str:
         return self.log_path.read_text() if self.log_path.exists() else ""
 
-    def client(self) -> "Browser":
+    def client(self) -> Browser:
         return Browser(self)
 
 

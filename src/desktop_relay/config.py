@@ -10,9 +10,10 @@ import configparser
 import ipaddress
 import os
 import re
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import MappingProxyType
-from typing import Callable, Mapping, TypeVar
+from typing import TypeVar
 from urllib.parse import urlsplit
 
 import attr

@@ -6,7 +6,7 @@ tests/fakes.py; both are held to the same behaviour by tests/provisioner_contrac
 
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 import attr
 from twisted.internet.defer import Deferred

@@ -9,7 +9,7 @@ are the truth the store is brought back to.
 from __future__ import annotations
 
 import secrets
-from typing import Callable, Mapping
+from collections.abc import Callable, Mapping
 
 from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.interfaces import IReactorTime
@@ -237,7 +237,9 @@ class DesktopSessions:
             yield self._remove_quietly(session.container_id)
 
     @inlineCallbacks
-    def stop(self, session: DesktopSession, actor: str, reason: str = "stopped by the user") -> Deferred[DesktopSession]:
+    def stop(
+        self, session: DesktopSession, actor: str, reason: str = "stopped by the user"
+    ) -> Deferred[DesktopSession]:
         """Stop a session: close its connections, remove its container, mark it stopped.
 
         If the engine is unreachable the session stays `stopping` (and the error propagates);
@@ -268,7 +270,8 @@ class DesktopSessions:
             yield self._provisioner.remove(container_id, self._stop_timeout)
         except ContainerEngineUnavailable as e:
             # Reconcile removes containers whose session is not active once the engine is back.
-            self._log.warn("could not remove container {container} now: {problem}", container=container_id[:12], problem=str(e))
+            self._log.warn("could not remove container {container} now: {problem}",
+                           container=container_id[:12], problem=str(e))
 
     @inlineCallbacks
     def reconcile(self) -> Deferred[None]:

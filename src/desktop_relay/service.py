@@ -131,7 +131,7 @@ class RelayService(MultiService):
     def _start(self) -> Deferred[None]:
         try:
             yield self.store.open()
-        except Exception:
+        except Exception:  # noqa: BLE001 - any failure to open the database is fatal, and logged
             self._log.failure("cannot open the database {path}", path=str(self.config.database))
             self._reactor.stop()
             return
@@ -158,7 +158,7 @@ class RelayService(MultiService):
             yield self.sessions.reconcile()
         except ContainerEngineUnavailable as e:
             self._log.warn("reconcile postponed: {problem}", problem=str(e))
-        except Exception:
+        except Exception:  # noqa: BLE001 - whatever went wrong is logged; the relay keeps running
             self._log.failure("reconcile failed")
 
     @inlineCallbacks

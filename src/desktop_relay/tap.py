@@ -29,4 +29,4 @@ def makeService(options: Options) -> IService:
     except ConfigError as e:
         # One line, no traceback: the admin needs the file, section, key and reason.
         print(f"desktop-relay: configuration error: {e}", file=sys.stderr)
-        raise SystemExit(78)  # EX_CONFIG
+        raise SystemExit(78) from None  # EX_CONFIG

@@ -400,7 +400,7 @@ def test_environment_is_honoured_and_xvnc_death_stops_the_container(client):
         assert (rfb.width, rfb.height) == (800, 600)
         assert rfb.server_depth == 16
         for pixel in rfb.grab(780, 580, 4, 4).values():  # background, within RGB565 precision
-            assert all(abs(c - e) <= 8 for c, e in zip(pixel, BACKGROUND)), pixel
+            assert all(abs(c - e) <= 8 for c, e in zip(pixel, BACKGROUND, strict=False)), pixel
         rfb.ws.close()
         status, _, _ = http_get(d.port, "/", {"Authorization": basic()})
         assert status == 401  # the default test password no longer works
