@@ -32,6 +32,8 @@ setup(
             "pytest>=8", "pytest-twisted>=1.14", "websockets>=12",
             # A real OpenID provider process for tests/oidc (users and claims chosen per test).
             "oidc-provider-mock>=0.3",
+            # Drives Debian's /usr/bin/chromium in tests/apache (it never downloads a browser).
+            "playwright>=1.40",
         ],
     },
 )

@@ -1,0 +1,72 @@
+"""Fixtures for the Apache tests: a self-signed certificate, the recording WebSocket backend,
+and Apache processes running the shipped vhost (all on loopback, all stopped at teardown)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from apache_harness import (
+    APACHE_BIN,
+    ApacheServer,
+    apache_version,
+    free_port,
+    make_self_signed_cert,
+    missing,
+    render_vhost,
+)
+from ws_recorder import RecordingBackend
+
+
+@pytest.fixture(scope="session")
+def apache_available() -> None:
+    """apache2 2.4.47+ with the modules the vhost needs, or skip (fail in CI)."""
+    version = apache_version()
+    if version is None:
+        missing(f"no apache2 at {APACHE_BIN}", "scripts/ensure-apache")
+    if version < (2, 4, 47):
+        missing(f"apache2 {version} is older than 2.4.47 (upgrade=websocket)", "scripts/ensure-apache")
+
+
+@pytest.fixture(scope="session")
+def tls_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1 and its key."""
+    return make_self_signed_cert(tmp_path_factory.mktemp("tls"))
+
+
+@pytest.fixture
+def recording_backend() -> Iterator[RecordingBackend]:
+    """The stand-in relay that records what Apache forwarded."""
+    backend = RecordingBackend().start()
+    yield backend
+    backend.stop()
+
+
+StartApache = Callable[..., ApacheServer]
+
+
+@pytest.fixture
+def start_apache(
+    apache_available: None, tls_files: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[StartApache]:
+    """start_apache(relay="127.0.0.1:PORT", proxy_timeout=..., proxy_form=..., extra_modules=...,
+    https_port=...) runs the shipped vhost in front of relay; all are stopped at teardown."""
+    servers: list[ApacheServer] = []
+
+    def start(*, relay: str, proxy_timeout: int = 300, proxy_form: str | None = None,
+              extra_modules: tuple[str, ...] = (), log_level: str = "warn",
+              https_port: int | None = None) -> ApacheServer:
+        cert, key = tls_files
+        http_port, https_port = free_port(), https_port or free_port()
+        vhost = render_vhost(http_port=http_port, https_port=https_port, relay=relay, cert=cert,
+                             key=key, proxy_timeout=proxy_timeout, proxy_form=proxy_form)
+        server = ApacheServer(tmp_path_factory.mktemp("apache"), vhost, http_port=http_port,
+                              https_port=https_port, extra_modules=extra_modules, log_level=log_level)
+        servers.append(server)
+        server.start()
+        return server
+
+    yield start
+    for server in servers:
+        server.stop()
