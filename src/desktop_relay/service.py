@@ -148,7 +148,12 @@ class RelayService(MultiService):
                                problem=e.detail)
         self._reconciler.start(self.config.reconcile_interval, now=False)
         self._purger.setServiceParent(self)
-        self._listener.setServiceParent(self)
+        try:
+            self._listener.setServiceParent(self)
+        except Exception:  # noqa: BLE001 - a relay that cannot listen must not pretend to run
+            self._log.failure("cannot listen on {listen}", listen=self.config.listen)
+            self._reactor.stop()
+            return
         self._log.info("desktop-relay ready at {url} (instance {instance})",
                        url=self.config.public_url, instance=self.config.instance)
 

@@ -278,3 +278,12 @@ def test_unknown_pages_and_methods_are_problems_not_server_errors(relay: RelayPr
     assert wrong.status_code == 405 and "GET" in wrong.headers["Allow"]
     assert wrong.json()["type"].endswith("method-not-allowed")
     assert "Traceback" not in relay.log() and "Unhandled" not in relay.log()
+
+
+def test_a_port_already_in_use_stops_the_relay_with_a_clear_log_line(relay_factory: Callable[..., RelayProcess]) -> None:
+    first = relay_factory()
+    second = RelayProcess(first.directory.parent / "second", port=first.port)
+    with pytest.raises(AssertionError, match="relay exited"):
+        second.start()
+    assert f"cannot listen on tcp:{first.port}:interface=127.0.0.1" in second.log()
+    assert "Address already in use" in second.log()
