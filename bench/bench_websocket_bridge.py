@@ -1,11 +1,14 @@
-"""Benchmark of the WebSocket bridge (desktop_relay.relay.websocket) against a direct connection.
+"""Benchmark of the WebSocket bridge (desktop_relay.relay.websocket) against a direct connection
+and against a naive Autobahn bridge, all measured with the same load in the same run.
 
-Three processes on loopback: a container-like Autobahn wss server (self-signed cert, Basic auth,
-streams 64 KiB messages under flow control, echoes small ones), the relay (twisted.web Site +
-WebSocketResource + DesktopBridgeFactory, resolver returning a fixed target) and this process,
-which generates the load and reads the relay's CPU time and RSS from /proc.
+Four kinds of processes on loopback: a container-like Autobahn wss server (self-signed cert, Basic
+auth, streams 64 KiB messages under flow control, echoes small ones); our relay (twisted.web Site +
+WebSocketResource + DesktopBridgeFactory, resolver returning a fixed target); the naive bridge (the
+obvious Autobahn bridge, no flow control, default options); and this process, which generates the
+load (with the streaming load of the echo test in a process of its own) and reads each bridge's
+CPU time and RSS from /proc.
 
-    python bench/bench_websocket_bridge.py [--repeats 3] [--profile relay.prof]
+    python bench/bench_websocket_bridge.py [--repeats 3] [--idle-bridges 500] [--profile relay.prof]
 
 See bench/README.md for what each number means.
 """
@@ -16,6 +19,7 @@ import argparse
 import datetime
 import gc
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -30,6 +34,10 @@ sys.path.insert(0, str(HERE.parent / "src"))
 CHUNK = 64 * 1024
 PASSWORD = "bench-secret"
 SESSION = "bench"
+ORIGIN = "http://127.0.0.1:8080"
+#: The bridges under test, in table order.
+BRIDGES = ("naive", "ours")
+MODES = ("direct", *BRIDGES)
 
 
 # -- helpers shared by the processes --------------------------------------------------------
@@ -64,6 +72,7 @@ def make_cert(directory: Path) -> Path:
 
 
 def proc_cpu_seconds(pid: int) -> float:
+    """User + system CPU time of one process (not its children): fields 14 and 15 of stat."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
@@ -73,6 +82,19 @@ def proc_rss_bytes(pid: int) -> int:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) * 1024
     raise RuntimeError("no VmRSS")
+
+
+def collect_on_sigusr1() -> None:
+    """Let the load generator ask a bridge process for a full garbage collection before it
+    reads the process's RSS (garbage from earlier tests would otherwise count as idle cost)."""
+    signal.signal(signal.SIGUSR1, lambda signum, frame: gc.collect())
+
+
+def raise_fd_limit() -> None:
+    import resource
+
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
 # -- the container-like backend -------------------------------------------------------------
@@ -167,6 +189,7 @@ def run_relay(backend_port: int, profile: str | None) -> None:
     site = Site(root)
     site.noisy = False
     port = reactor.listenTCP(0, site, backlog=512, interface="127.0.0.1")
+    collect_on_sigusr1()
     print(port.getHost().port, flush=True)
     if profile:
         import cProfile
@@ -183,15 +206,112 @@ def run_relay(backend_port: int, profile: str | None) -> None:
     reactor.run()
 
 
-# -- the load generator ---------------------------------------------------------------------
+# -- the naive bridge -----------------------------------------------------------------------
 
 
-def run_bench(args: argparse.Namespace) -> None:
+def run_naive(backend_port: int) -> None:
+    """The obvious Autobahn bridge, as a reference: a server protocol whose onConnect opens an
+    Autobahn client to the backend with connectWS and answers the browser once that is open;
+    onMessage -> sendMessage both ways; no flow control; Autobahn's default options.
+
+    Not product code. It shares one TLS client context between connections (as anyone would
+    who builds the options once at start), and keeps what arrives from the backend before the
+    browser's 101 is out (the RFB banner), as it must to work at all.
+    """
+    from autobahn.twisted.websocket import (
+        WebSocketClientFactory,
+        WebSocketClientProtocol,
+        WebSocketServerFactory,
+        WebSocketServerProtocol,
+        connectWS,
+    )
+    from autobahn.websocket.types import ConnectionDeny
+    from twisted.internet import defer, reactor
+
+    from desktop_relay.backend import Backend, container_tls_options
+
+    authorization = Backend("x", 0, PASSWORD).authorization.decode()
+    tls = container_tls_options()
+
+    class ToBackend(WebSocketClientProtocol):
+        def onOpen(self) -> None:
+            self.factory.bridge.backend_open(self)
+
+        def onMessage(self, payload: bytes, isBinary: bool) -> None:
+            self.factory.bridge.from_backend(payload, isBinary)
+
+        def onClose(self, wasClean: bool, code: Any, reason: Any) -> None:
+            self.factory.bridge.backend_closed(code)
+
+    class NaiveBridge(WebSocketServerProtocol):
+        backend: Any = None
+
+        def onConnect(self, request: Any) -> defer.Deferred:
+            self.pending: list[tuple[bytes, bool]] = []
+            self.ready: defer.Deferred = defer.Deferred()
+            factory = WebSocketClientFactory(
+                f"wss://127.0.0.1:{backend_port}/websockify",
+                origin=request.origin,
+                protocols=request.protocols,
+                headers={"Authorization": authorization},
+            )
+            factory.protocol = ToBackend
+            factory.bridge = self
+            connectWS(factory, tls)
+            return self.ready
+
+        def backend_open(self, backend: Any) -> None:
+            self.backend = backend
+            self.ready.callback(backend.websocket_protocol_in_use)
+
+        def onOpen(self) -> None:
+            for payload, is_binary in self.pending:
+                self.sendMessage(payload, is_binary)
+            self.pending = []
+
+        def from_backend(self, payload: bytes, isBinary: bool) -> None:
+            if self.state == self.STATE_OPEN:
+                self.sendMessage(payload, isBinary)
+            else:
+                self.pending.append((payload, isBinary))
+
+        def onMessage(self, payload: bytes, isBinary: bool) -> None:
+            if self.backend is not None and self.backend.state == self.backend.STATE_OPEN:
+                self.backend.sendMessage(payload, isBinary)
+
+        def onClose(self, wasClean: bool, code: Any, reason: Any) -> None:
+            if self.backend is not None and self.backend.state == self.backend.STATE_OPEN:
+                self.backend.sendClose(1000)
+
+        def backend_closed(self, code: Any) -> None:
+            if not self.ready.called:
+                self.ready.errback(ConnectionDeny(502, "Backend unreachable"))
+            elif self.state == self.STATE_OPEN:
+                self.sendClose(1000)
+
+    factory = WebSocketServerFactory("ws://127.0.0.1")
+    factory.protocol = NaiveBridge
+    port = reactor.listenTCP(0, factory, backlog=512, interface="127.0.0.1")
+    collect_on_sigusr1()
+    print(port.getHost().port, flush=True)
+    reactor.run()
+
+
+# -- the browser-like clients ------------------------------------------------------------
+
+
+def client_kit(ports: dict[str, int]) -> tuple[type, Any]:
+    """The load's WebSocket client protocol and a ``connect(mode)`` coroutine.
+
+    ``ports`` maps each mode ("direct", "naive", "ours") to its port. The bridges are reached
+    with ``ws://`` (as Apache would), the backend directly with ``wss://`` and its
+    Authorization header.
+    """
     from autobahn.twisted.websocket import (
         WebSocketClientFactory,
         WebSocketClientProtocol,
     )
-    from twisted.internet import defer, reactor, task
+    from twisted.internet import defer, reactor
     from twisted.internet.endpoints import (
         TCP4ClientEndpoint,
         connectProtocol,
@@ -200,18 +320,8 @@ def run_bench(args: argparse.Namespace) -> None:
 
     from desktop_relay.backend import Backend, container_tls_options
 
-    tmp = Path(tempfile.mkdtemp(prefix="bench-ws-"))
-    cert = make_cert(tmp)
-    me = [sys.executable, str(Path(__file__).resolve())]
-    env = dict(os.environ, PYTHONPATH=str(HERE.parent / "src"))
-    backend = subprocess.Popen([*me, "backend", "--cert", str(cert)], stdout=subprocess.PIPE, env=env)
-    backend_port = int(backend.stdout.readline())
-    relay_cmd = [*me, "relay", "--backend-port", str(backend_port)]
-    if args.profile:
-        relay_cmd += ["--profile", args.profile]
-    relay = subprocess.Popen(relay_cmd, stdout=subprocess.PIPE, env=env)
-    relay_port = int(relay.stdout.readline())
     authorization = Backend("x", 0, PASSWORD).authorization.decode()
+    tls = container_tls_options()
 
     class Load(WebSocketClientProtocol):
         def __init__(self) -> None:
@@ -244,79 +354,148 @@ def run_bench(args: argparse.Namespace) -> None:
             self.closed.callback(code)
 
     def factory_for(mode: str) -> WebSocketClientFactory:
-        if mode == "relay":
-            url = f"ws://127.0.0.1:{relay_port}/desktop/{SESSION}/websockify"
-            headers = {}
-        else:
-            url = f"wss://127.0.0.1:{backend_port}/websockify"
+        if mode == "direct":
+            url = f"wss://127.0.0.1:{ports[mode]}/websockify"
             headers = {"Authorization": authorization}
-        factory = WebSocketClientFactory(url, origin="http://127.0.0.1:8080", protocols=["binary"], headers=headers)
-        factory.setProtocolOptions(maxFramePayloadSize=0, maxMessagePayloadSize=0, openHandshakeTimeout=30)
+        else:
+            url = f"ws://127.0.0.1:{ports[mode]}/desktop/{SESSION}/websockify"
+            headers = {}
+        factory = WebSocketClientFactory(url, origin=ORIGIN, protocols=["binary"], headers=headers)
+        factory.setProtocolOptions(maxFramePayloadSize=0, maxMessagePayloadSize=0, openHandshakeTimeout=60)
         return factory
 
-    factories = {"relay": factory_for("relay"), "direct": factory_for("direct")}
+    factories = {mode: factory_for(mode) for mode in ports}
 
     async def connect(mode: str) -> Load:
         proto = Load()
         proto.factory = factories[mode]
-        if mode == "relay":
-            endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", relay_port, timeout=30)
-        else:
-            endpoint = wrapClientTLS(container_tls_options(), TCP4ClientEndpoint(reactor, "127.0.0.1", backend_port))
+        endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", ports[mode], timeout=60)
+        if mode == "direct":
+            endpoint = wrapClientTLS(tls, endpoint)
         await connectProtocol(endpoint, proto)
         await proto.opened
         await proto.banner
         return proto
 
-    async def close(conns: list[Load]) -> None:
+    return Load, connect
+
+
+def run_streams(mode: str, port: int, streams: int) -> None:
+    """The echo test's background load, in its own process: ``streams`` connections that each
+    ask for an endless stream and read it; prints a line once all are streaming."""
+    from twisted.internet import defer, task
+
+    _, connect = client_kit({mode: port})
+
+    async def main(reactor: Any) -> None:
+        conns = [await connect(mode) for _ in range(streams)]
+        for c in conns:
+            c.sendMessage(b"stream 0", isBinary=True)
+        print("streaming", flush=True)
+        await defer.Deferred()  # until SIGTERM
+
+    task.react(lambda r: defer.Deferred.fromCoroutine(main(r)))
+
+
+# -- the load generator ---------------------------------------------------------------------
+
+
+def run_bench(args: argparse.Namespace) -> None:
+    from twisted.internet import defer, reactor, task, threads
+
+    raise_fd_limit()
+    tmp = Path(tempfile.mkdtemp(prefix="bench-ws-"))
+    cert = make_cert(tmp)
+    me = [sys.executable, str(Path(__file__).resolve())]
+    env = dict(os.environ, PYTHONPATH=str(HERE.parent / "src"))
+    procs: dict[str, subprocess.Popen] = {}
+
+    def start(name: str, cmd: list[str]) -> int:
+        procs[name] = subprocess.Popen([*me, *cmd], stdout=subprocess.PIPE, env=env)
+        return int(procs[name].stdout.readline())
+
+    ports = {"direct": start("direct", ["backend", "--cert", str(cert)])}
+    relay_cmd = ["relay", "--backend-port", str(ports["direct"])]
+    if args.profile:
+        relay_cmd += ["--profile", args.profile]
+    ports["ours"] = start("ours", relay_cmd)
+    ports["naive"] = start("naive", ["naive", "--backend-port", str(ports["direct"])])
+    _, connect = client_kit(ports)
+
+    def start_streams(mode: str, streams: int) -> subprocess.Popen:
+        cmd = [*me, "streams", "--mode", mode, "--port", str(ports[mode]), "--streams", str(streams)]
+        return subprocess.Popen(cmd, stdout=subprocess.PIPE, env=env)
+
+    def sleep(seconds: float) -> defer.Deferred:
+        return task.deferLater(reactor, seconds, lambda: None)
+
+    async def close(conns: list[Any]) -> None:
         for c in conns:
             c.sendClose(1000)
         await defer.gatherResults([c.closed for c in conns])
 
     async def throughput(mode: str, streams: int, total_bytes: int) -> tuple[float, float]:
+        """MB/s to the last message, and the bridge process's CPU s/GB (0 for direct)."""
         conns = [await connect(mode) for _ in range(streams)]
         per_stream = max(1, total_bytes // CHUNK // streams)
-        cpu0 = proc_cpu_seconds(relay.pid)
+        pid = procs[mode].pid if mode in BRIDGES else None
+        cpu0 = proc_cpu_seconds(pid) if pid else 0.0
         start = time.perf_counter()
         for c in conns:
             c.expect, c.done = per_stream, defer.Deferred()
             c.sendMessage(b"stream %d" % per_stream, isBinary=True)
         await defer.gatherResults([c.done for c in conns])
         elapsed = time.perf_counter() - start
-        cpu = proc_cpu_seconds(relay.pid) - cpu0
+        cpu = (proc_cpu_seconds(pid) - cpu0) if pid else 0.0
         await close(conns)
         moved = per_stream * streams * CHUNK
         return moved / elapsed / 1e6, cpu / (moved / 1e9)
 
     async def echo_under_load(mode: str, streams: int, pings: int) -> tuple[float, float]:
-        loaders = [await connect(mode) for _ in range(streams)]
-        for c in loaders:
-            c.sendMessage(b"stream 0", isBinary=True)
-        pinger = await connect(mode)
-        await task.deferLater(reactor, 0.5, lambda: None)
-        rtts = []
-        for _ in range(pings):
-            pinger.reply = defer.Deferred()
-            sent = time.perf_counter()
-            pinger.sendMessage(b"0123456789abcdef", isBinary=True)
-            rtts.append(await pinger.reply - sent)
-        await close([pinger, *loaders])
+        """p50 and p99 in ms of sequential 16-byte round trips from this (otherwise idle)
+        process, while another process keeps ``streams`` connections streaming."""
+        loader = start_streams(mode, streams)
+        try:
+            # Read in a thread: the reactor stays free meanwhile.
+            await threads.deferToThread(loader.stdout.readline)
+            pinger = await connect(mode)
+            await sleep(0.5)
+            rtts = []
+            for _ in range(pings):
+                pinger.reply = defer.Deferred()
+                sent = time.perf_counter()
+                pinger.sendMessage(b"0123456789abcdef", isBinary=True)
+                rtts.append(await pinger.reply - sent)
+            await close([pinger])
+        finally:
+            loader.terminate()
+            loader.wait(10)
+        await sleep(1.0)  # let the bridge notice the loader's connections are gone
         rtts.sort()
         return rtts[len(rtts) // 2] * 1e3, rtts[int(len(rtts) * 0.99) - 1] * 1e3
 
-    async def idle_memory(rounds: int, per_round: int) -> list[float]:
-        conns: list[Load] = []
+    async def rss_after_gc(pid: int) -> int:
+        os.kill(pid, signal.SIGUSR1)
+        await sleep(0.5)
+        return proc_rss_bytes(pid)
+
+    async def idle_memory(mode: str, rounds: int, per_round: int) -> list[float]:
+        """KiB of the bridge process's RSS (after a gc) per idle bridge, ``per_round`` more
+        bridges per round, each round on top of the previous ones."""
+        pid = procs[mode].pid
+        conns: list[Any] = []
         deltas = []
-        warm = [await connect("relay") for _ in range(20)]
-        await close(warm)
-        await task.deferLater(reactor, 0.5, lambda: None)
+        await close([await connect(mode) for _ in range(20)])
         for _ in range(rounds):
-            before = proc_rss_bytes(relay.pid)
-            batch = [await connect("relay") for _ in range(per_round)]
-            conns += batch
-            await task.deferLater(reactor, 1.0, lambda: None)
-            deltas.append((proc_rss_bytes(relay.pid) - before) / per_round / 1024)
+            before = await rss_after_gc(pid)
+            for opened in range(0, per_round, 25):
+                conns += await defer.gatherResults(
+                    [defer.Deferred.fromCoroutine(connect(mode)) for _ in range(min(25, per_round - opened))]
+                )
+            await sleep(1.0)
+            deltas.append((await rss_after_gc(pid) - before) / per_round / 1024)
         await close(conns)
+        await sleep(1.0)
         return deltas
 
     def med(values: list[float]) -> float:
@@ -324,44 +503,82 @@ def run_bench(args: argparse.Namespace) -> None:
 
     async def main(_reactor: Any) -> None:
         repeats = args.repeats
-        rows: list[tuple[str, str, str, str]] = []
         results: dict[str, list[Any]] = {}
         # Warm-up: connections, TLS, code paths.
-        await throughput("relay", 1, 16 << 20)
-        await throughput("direct", 1, 16 << 20)
+        for mode in MODES:
+            await throughput(mode, 1, 16 << 20)
+        # Modes interleaved within each repeat, so that a noisy neighbour hits all of them.
         for streams, total in ((1, 256 << 20), (16, 256 << 20)):
-            for mode in ("relay", "direct"):
-                results[f"{mode}{streams}"] = [await throughput(mode, streams, total) for _ in range(repeats)]
-        for mode in ("relay", "direct"):
-            results[f"echo-{mode}"] = [await echo_under_load(mode, 16, 400) for _ in range(repeats)]
-        memory = await idle_memory(repeats, 200)
+            for _ in range(repeats):
+                for mode in MODES:
+                    results.setdefault(f"{mode}{streams}", []).append(await throughput(mode, streams, total))
+        for _ in range(repeats):
+            for mode in MODES:
+                results.setdefault(f"echo-{mode}", []).append(await echo_under_load(mode, 16, 400))
+        memory = {mode: await idle_memory(mode, repeats, args.idle_bridges) for mode in BRIDGES}
 
+        rows: list[tuple[str, str, str, str, str]] = []
         for streams in (1, 16):
-            r = med([m for m, _ in results[f"relay{streams}"]])
-            d = med([m for m, _ in results[f"direct{streams}"]])
-            rows.append((f"throughput, {streams} x 64 KiB stream(s)", f"{r:.0f} MB/s", f"{d:.0f} MB/s", f"{r / d:.2f}x"))
-        cpu = med([c for key in ("relay1", "relay16") for _, c in results[key]])
-        rows.append(("relay CPU per GB relayed", f"{cpu:.2f} s/GB", "-", ""))
+            v = {m: med([x for x, _ in results[f"{m}{streams}"]]) for m in MODES}
+            rows.append(
+                (
+                    f"throughput, {streams} x 64 KiB stream(s), MB/s",
+                    f"{v['direct']:.0f}",
+                    f"{v['naive']:.0f} ({v['naive'] / v['direct']:.2f}x)",
+                    f"{v['ours']:.0f} ({v['ours'] / v['direct']:.2f}x)",
+                    f"{v['ours'] / v['naive']:.2f}",
+                )
+            )
+        for streams in (1, 16):
+            v = {m: med([c for _, c in results[f"{m}{streams}"]]) for m in BRIDGES}
+            rows.append(
+                (
+                    f"bridge CPU per GB, {streams} stream(s), s/GB",
+                    "-",
+                    f"{v['naive']:.2f}",
+                    f"{v['ours']:.2f}",
+                    f"{v['ours'] / v['naive']:.2f}",
+                )
+            )
         for i, label in ((0, "p50"), (1, "p99")):
-            r = med([v[i] for v in results["echo-relay"]])
-            d = med([v[i] for v in results["echo-direct"]])
-            rows.append((f"16-byte echo RTT {label}, 16 streams busy", f"{r:.2f} ms", f"{d:.2f} ms", f"{r - d:+.2f} ms"))
-        rows.append(("relay RSS per idle bridge (200/round)", f"{med(memory):.1f} KiB", "-", ""))
+            v = {m: med([x[i] for x in results[f"echo-{m}"]]) for m in MODES}
+            rows.append(
+                (
+                    f"16-byte echo RTT {label}, 16 streams busy, ms",
+                    f"{v['direct']:.2f}",
+                    f"{v['naive']:.2f}",
+                    f"{v['ours']:.2f}",
+                    f"{v['ours'] / v['naive']:.2f}",
+                )
+            )
+        v = {m: med(memory[m]) for m in BRIDGES}
+        rows.append(
+            (
+                f"RSS per idle bridge ({args.idle_bridges}/round), KiB",
+                "-",
+                f"{v['naive']:.1f}",
+                f"{v['ours']:.1f}",
+                f"{v['ours'] / v['naive']:.2f}",
+            )
+        )
 
-        width = max(len(r[0]) for r in rows)
-        print(f"\n{'measure':<{width}}  {'relay':>12}  {'direct':>12}  {'ratio':>8}")
-        print("-" * (width + 40))
-        for name, r, d, ratio in rows:
-            print(f"{name:<{width}}  {r:>12}  {d:>12}  {ratio:>8}")
-        print(f"\nmedians of {repeats} runs; each run's values:")
+        head = ("measure", "direct", "naive", "ours", "ours/naive")
+        widths = [max(len(r[i]) for r in [head, *rows]) for i in range(5)]
+        line = "  ".join(f"{{:{'<' if i == 0 else '>'}{w}}}" for i, w in enumerate(widths))
+        print("\n" + line.format(*head))
+        print("-" * (sum(widths) + 8))
+        for row in rows:
+            print(line.format(*row))
+        print(f"\nmedians of {repeats} runs; each run's values (MB/s, s/GB) or (p50, p99):")
         for key, values in results.items():
             print(f"  {key}: " + ", ".join("(" + ", ".join(f"{x:.2f}" for x in v) + ")" for v in values))
-        print("  idle KiB/bridge per round: " + ", ".join(f"{m:.1f}" for m in memory))
+        for mode in BRIDGES:
+            print(f"  idle-{mode} KiB/bridge per round: " + ", ".join(f"{m:.1f}" for m in memory[mode]))
 
     try:
         task.react(lambda r: defer.Deferred.fromCoroutine(main(r)))
     finally:
-        for proc in (relay, backend):
+        for proc in procs.values():
             proc.terminate()
             proc.wait(10)
 
@@ -374,14 +591,28 @@ def main() -> None:
     r = sub.add_parser("relay")
     r.add_argument("--backend-port", type=int, required=True)
     r.add_argument("--profile")
+    n = sub.add_parser("naive")
+    n.add_argument("--backend-port", type=int, required=True)
+    s = sub.add_parser("streams")
+    s.add_argument("--mode", choices=MODES, required=True)
+    s.add_argument("--port", type=int, required=True)
+    s.add_argument("--streams", type=int, required=True)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--profile", help="write a cProfile of the relay process to this file")
+    parser.add_argument("--idle-bridges", type=int, default=500, help="idle bridges opened per round")
+    parser.add_argument("--profile", help="write a cProfile of our relay process to this file")
     args = parser.parse_args()
     gc.collect()
     if args.role == "backend":
+        raise_fd_limit()
         run_backend(args.cert)
     elif args.role == "relay":
+        raise_fd_limit()
         run_relay(args.backend_port, args.profile)
+    elif args.role == "naive":
+        raise_fd_limit()
+        run_naive(args.backend_port)
+    elif args.role == "streams":
+        run_streams(args.mode, args.port, args.streams)
     else:
         run_bench(args)
 

@@ -145,6 +145,13 @@ class FakeDesktop(WebSocketServerProtocol):
             self.transport.abortConnection()
         elif payload.startswith(b"bulk"):
             self.received.append(payload)
+        elif payload.startswith(b"fragmented "):
+            size = int(payload.split()[1])
+            self.sendMessage(bytes(range(256)) * (size // 256), isBinary=True, fragmentSize=1000)
+        elif payload.startswith(b"utf8 "):
+            self.sendMessage("ü".encode() * int(payload.split()[1]), isBinary=False)
+        elif payload.startswith(b"sized "):
+            self.sendMessage(bytes(int(payload.split()[1])), isBinary=True)
         else:
             self.sendMessage(payload, isBinary)
 
@@ -535,6 +542,62 @@ async def test_slow_container_pauses_the_browser(relay_maker):
     streamer.stopProducing()
     browser.transport.unregisterProducer()
     desktop.transport.resumeProducing()
+
+
+@pytest.mark.parametrize("size", [0, 1, 125, 126, 65535, 65536, 300_000])
+@pytest_twisted.ensureDeferred
+async def test_binary_messages_of_every_length_encoding_reach_the_browser_intact(relay_maker, size):
+    relay = await relay_maker()
+    browser = await relay.browser()
+    assert await browser.messages.get() == (BANNER, True)
+    browser.sendMessage(b"sized %d" % size, isBinary=True)
+    browser.sendMessage(b"after", isBinary=True)
+    assert await browser.messages.get() == (bytes(size), True)
+    assert await browser.messages.get() == (b"after", True)
+    (bridge,) = relay.factory.bridges_for_session("s1")
+    assert bridge.bytes_to_browser == len(BANNER) + size + len(b"after")
+
+
+@pytest_twisted.ensureDeferred
+async def test_container_frames_pass_to_the_browser_without_being_reassembled(relay_maker, monkeypatch):
+    relay = await relay_maker()
+    browser = await relay.browser()
+    assert await browser.messages.get() == (BANNER, True)
+    (bridge,) = relay.factory.bridges_for_session("s1")
+    resent: list[bytes] = []
+    monkeypatch.setattr(bridge, "sendMessage", lambda payload, isBinary=False: resent.append(payload))
+    browser.sendMessage(b"stream 20", isBinary=True)
+    for n in range(20):
+        payload, is_binary = await browser.messages.get()
+        assert is_binary and struct.unpack("!Q", payload[:8])[0] == n and len(payload) == CHUNK
+    assert resent == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_fragmented_and_text_messages_from_the_container_still_arrive_whole(relay_maker):
+    relay = await relay_maker()
+    browser = await relay.browser()
+    assert await browser.messages.get() == (BANNER, True)
+    browser.sendMessage(b"fragmented 5120", isBinary=True)
+    browser.sendMessage(b"utf8 3", isBinary=True)
+    browser.sendMessage(b"sized 10", isBinary=True)
+    assert await browser.messages.get() == (bytes(range(256)) * 20, True)
+    assert await browser.messages.get() == ("üüü".encode(), False)
+    assert await browser.messages.get() == (bytes(10), True)
+
+
+@pytest_twisted.ensureDeferred
+async def test_oversize_message_from_the_container_is_refused_and_never_reaches_the_browser(relay_maker):
+    relay = await relay_maker(max_message_size=4096)
+    browser = await relay.browser()
+    assert await browser.messages.get() == (BANNER, True)
+    browser.sendMessage(b"sized 8192", isBinary=True)
+    (desktop,) = relay.container.opened
+    assert await desktop.gone == 1009
+    # The browser hears the code the container answered with (Autobahn's 1000).
+    code, _ = await browser.closed
+    assert code in (1009, 1000)
+    assert browser.messages.pending == []
 
 
 def _bulk_sender(send: Callable[..., None]) -> Callable[..., None]:
