@@ -3,7 +3,6 @@ loopback sockets: headers both ways, conditional and range requests, failures, f
 
 from __future__ import annotations
 
-import datetime
 import hashlib
 import socket
 from collections.abc import AsyncIterator, Callable
@@ -11,12 +10,9 @@ from typing import Any
 
 import pytest
 import pytest_twisted
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from klein import Klein
 from klein.interfaces import IKleinRequest
+from tls_certs import self_signed
 from treq.client import HTTPClient
 from twisted.internet import endpoints, ssl
 from twisted.internet.defer import Deferred, maybeDeferred
@@ -232,19 +228,7 @@ class _Dropping(Resource):
 
 def _certificate_options() -> ssl.CertificateOptions:
     """A fresh self-signed certificate, as a Kasm container makes on every start."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "desktop")])
-    now = datetime.datetime.now(datetime.UTC)
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .sign(key, hashes.SHA256())
-    )
+    key, certificate = self_signed("desktop")
     # pyOpenSSL takes cryptography's objects directly (its own X509/PKey are deprecated).
     return ssl.CertificateOptions(privateKey=key, certificate=certificate)
 

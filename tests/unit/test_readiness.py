@@ -3,7 +3,6 @@ never takes longer than its bound."""
 
 from __future__ import annotations
 
-import datetime
 import socket
 import time
 from collections.abc import Iterator
@@ -11,11 +10,8 @@ from collections.abc import Iterator
 import attr
 import pytest
 import pytest_twisted
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from OpenSSL import SSL
+from tls_certs import self_signed
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IListeningPort, IOpenSSLContextFactory
@@ -36,19 +32,7 @@ class SelfSignedServerTLS:
     """Server TLS context with a fresh self-signed certificate, as a Kasm container makes."""
 
     def __init__(self) -> None:
-        key = ec.generate_private_key(ec.SECP256R1())
-        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "desktop")])
-        now = datetime.datetime.now(datetime.UTC)
-        cert = (
-            x509.CertificateBuilder()
-            .subject_name(name)
-            .issuer_name(name)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(minutes=1))
-            .not_valid_after(now + datetime.timedelta(days=1))
-            .sign(key, hashes.SHA256())
-        )
+        key, cert = self_signed("desktop")
         self._context = SSL.Context(SSL.TLS_SERVER_METHOD)
         self._context.use_certificate(cert)
         self._context.use_privatekey(key)
