@@ -418,9 +418,25 @@ def run_bench(args: argparse.Namespace) -> None:
     relay_cmd = ["relay", "--backend-port", str(ports["direct"])]
     if args.profile:
         relay_cmd += ["--profile", args.profile]
-    ports["ours"] = start("ours", relay_cmd)
-    ports["naive"] = start("naive", ["naive", "--backend-port", str(ports["direct"])])
+    bridge_cmds = {"ours": relay_cmd, "naive": ["naive", "--backend-port", str(ports["direct"])]}
+    for mode in BRIDGES:
+        ports[mode] = start(mode, bridge_cmds[mode])
     _, connect = client_kit(ports)
+
+    def restart_bridges() -> Any:
+        """Fresh bridge processes for the idle-memory test. A process that has just buffered
+        tens of MiB (the naive bridge has no flow control: the echo test's streams pile up in
+        it) keeps that heap after freeing it, and idle bridges opened afterwards fill the
+        freed pages without growing RSS; its "per bridge" growth would measure the earlier
+        bloat, not the bridge. The relay restarts without --profile (the profile is written
+        when the first one stops)."""
+        for mode in BRIDGES:
+            procs[mode].terminate()
+            procs[mode].wait(10)
+        bridge_cmds["ours"] = ["relay", "--backend-port", str(ports["direct"])]
+        for mode in BRIDGES:
+            ports[mode] = start(mode, bridge_cmds[mode])
+        return client_kit(ports)[1]
 
     def start_streams(mode: str, streams: int) -> subprocess.Popen:
         cmd = [*me, "streams", "--mode", mode, "--port", str(ports[mode]), "--streams", str(streams)]
@@ -479,7 +495,7 @@ def run_bench(args: argparse.Namespace) -> None:
         await sleep(0.5)
         return proc_rss_bytes(pid)
 
-    async def idle_memory(mode: str, rounds: int, per_round: int) -> list[float]:
+    async def idle_memory(connect: Any, mode: str, rounds: int, per_round: int) -> list[float]:
         """KiB of the bridge process's RSS (after a gc) per idle bridge, ``per_round`` more
         bridges per round, each round on top of the previous ones."""
         pid = procs[mode].pid
@@ -515,7 +531,8 @@ def run_bench(args: argparse.Namespace) -> None:
         for _ in range(repeats):
             for mode in MODES:
                 results.setdefault(f"echo-{mode}", []).append(await echo_under_load(mode, 16, 400))
-        memory = {mode: await idle_memory(mode, repeats, args.idle_bridges) for mode in BRIDGES}
+        fresh_connect = restart_bridges()
+        memory = {mode: await idle_memory(fresh_connect, mode, repeats, args.idle_bridges) for mode in BRIDGES}
 
         rows: list[tuple[str, str, str, str, str]] = []
         for streams in (1, 16):
