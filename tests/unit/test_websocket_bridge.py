@@ -4,7 +4,6 @@ standing in for the desktop container."""
 
 from __future__ import annotations
 
-import datetime
 import struct
 from collections.abc import Callable
 from typing import Any
@@ -20,10 +19,7 @@ from autobahn.twisted.websocket import (
     WebSocketServerProtocol,
 )
 from autobahn.websocket.types import ConnectionDeny, ConnectionRequest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
+from tls_certs import pem, self_signed
 from twisted.internet import defer, task
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.interfaces import IPushProducer
@@ -61,23 +57,8 @@ def _sleep(seconds: float) -> defer.Deferred[None]:
 @pytest.fixture(scope="module")
 def container_cert() -> PrivateCertificate:
     """A throw-away self-signed certificate, like the one a Kasm container makes at start."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(days=1))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .sign(key, hashes.SHA256())
-    )
-    pem = cert.public_bytes(serialization.Encoding.PEM) + key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-    return PrivateCertificate.loadPEM(pem)
+    certificate, key = pem(*self_signed("localhost"))
+    return PrivateCertificate.loadPEM(certificate + key)
 
 
 # -- the stand-in container ---------------------------------------------------------------
