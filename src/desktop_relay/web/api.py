@@ -15,7 +15,13 @@ from ..containers import ContainerEngineUnavailable
 from ..lifecycle import DesktopNotAllowed, DesktopSessions, SessionLimitReached, UnknownDesktop
 from ..store import DesktopSession, SQLiteStore
 from .guard import RequestGuard, identity_of
-from .responses import Problem, json_response, problem_response, routing_problem_response
+from .responses import (
+    Problem,
+    json_response,
+    problem_response,
+    routing_problem_response,
+    unexpected_error_response,
+)
 
 # Larger bodies are refused before parsing: the API takes a desktop name, nothing more.
 MAX_BODY = 16 * 1024
@@ -68,9 +74,7 @@ class UserAPI:
 
     @app.handle_errors(Exception)
     def _unexpected(self, request: IRequest, failure: Any) -> bytes:
-        self._log.failure("unexpected error answering {path}", failure, path=request.path.decode())
-        return problem_response(request, Problem(500, "internal-error", "Internal error",
-                                                 "Something went wrong on the server; it has been logged."))
+        return unexpected_error_response(request, failure)
 
     @app.route("/me", methods=["GET"])
     @inlineCallbacks

@@ -33,7 +33,14 @@ from ..relay.websocket import CLOSE_SIGNED_OUT, DesktopBridgeFactory
 from .access import DesktopAccess
 from .api import UserAPI
 from .guard import RequestGuard
-from .responses import Problem, problem_response, redirect, render_page, routing_problem_response
+from .responses import (
+    Problem,
+    problem_response,
+    redirect,
+    render_page,
+    routing_problem_response,
+    unexpected_error_response,
+)
 
 
 def _safe_next(target: str | None) -> str:
@@ -99,8 +106,7 @@ class RelayWeb:
 
     @app.handle_errors(Exception)
     def _unexpected(self, request: IRequest, failure: Any) -> bytes:
-        self._log.failure("unexpected error answering {path}", failure, path=request.path.decode())
-        return problem_response(request, Problem(500, "internal-error", "Internal error"))
+        return unexpected_error_response(request, failure)
 
     @app.route("/api/", branch=True)
     def api(self, request: IRequest):  # type: ignore[no-untyped-def]

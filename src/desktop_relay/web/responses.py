@@ -8,10 +8,14 @@ from importlib.resources import files
 from string import Template
 from typing import Any
 
+from twisted.logger import Logger
+from twisted.python.failure import Failure
 from twisted.web.iweb import IRequest
 from werkzeug.exceptions import HTTPException
 
 PROBLEM_TYPE_PREFIX = "urn:desktop-relay:problem:"
+
+_log = Logger()
 
 # For the relay's own pages. The desktop's web client is served from the container with its
 # own headers; these are not applied there.
@@ -95,3 +99,10 @@ def routing_problem_response(request: IRequest, error: HTTPException) -> bytes:
     if valid_methods:
         problem.headers[b"Allow"] = ", ".join(valid_methods).encode()
     return problem_response(request, problem)
+
+
+def unexpected_error_response(request: IRequest, failure: Failure) -> bytes:
+    """Log a bug with its traceback and answer 500 without one: tracebacks stay in the log."""
+    _log.failure("unexpected error answering {path}", failure, path=request.path.decode("utf-8", "replace"))
+    return problem_response(request, Problem(500, "internal-error", "Internal error",
+                                             "Something went wrong on the server; it has been logged."))
