@@ -14,6 +14,7 @@ import attr
 from twisted.internet.defer import Deferred, fail, succeed
 from zope.interface import implementer
 
+from desktop_relay.config import DesktopType
 from desktop_relay.containers import (
     LABEL_DESKTOP,
     LABEL_INSTANCE,
@@ -25,6 +26,17 @@ from desktop_relay.containers import (
     ContainerStartFailed,
     IContainerProvisioner,
 )
+
+# The demo image: the fake engine "has" it, like the real one after scripts/build-desktop-image.
+IMAGE = "desktop-relay/demo-desktop:latest"
+
+
+def desktop(name: str, groups: str = "*", image: str = IMAGE) -> DesktopType:
+    """A [desktop:NAME] as config.py would read it, for the groups given (space-separated)."""
+    return DesktopType(
+        name=name, image=image, title=name.title(), description="", shm_size="512m", memory=None,
+        cpus=None, pids_limit=None, environment={}, groups=frozenset(groups.split()), users=frozenset(),
+    )
 
 
 @attr.s(auto_attribs=True)

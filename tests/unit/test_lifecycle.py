@@ -8,12 +8,11 @@ from typing import Any
 
 import pytest
 import pytest_twisted
-from fakes import FakeProvisioner
+from fakes import IMAGE, FakeProvisioner, desktop
 from twisted.internet import defer
 
 from desktop_relay.auth import Identity
 from desktop_relay.backend import Backend
-from desktop_relay.config import DesktopType
 from desktop_relay.containers import ContainerEngineUnavailable
 from desktop_relay.lifecycle import (
     DesktopNotAllowed,
@@ -23,15 +22,7 @@ from desktop_relay.lifecycle import (
 )
 from desktop_relay.store import FAILED, READY, STARTING, STOPPED, SQLiteStore
 
-IMAGE = "desktop-relay/demo-desktop:latest"
 PUPIL = Identity("pupil-1", "Pia Pupil", frozenset({"pupils"}))
-
-
-def desktop(name: str, groups: str = "*", image: str = IMAGE) -> DesktopType:
-    return DesktopType(
-        name=name, image=image, title=name.title(), description="", shm_size="512m", memory=None,
-        cpus=None, pids_limit=None, environment={}, groups=frozenset(groups.split()), users=frozenset(),
-    )
 
 
 class Probe:

@@ -1,0 +1,139 @@
+"""The user API's error answers, through a real Site on loopback, with the in-memory engine."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_twisted
+from fakes import IMAGE, FakeProvisioner, desktop
+from treq.client import HTTPClient
+from twisted.internet import defer
+from twisted.web.client import Agent, HTTPConnectionPool
+from twisted.web.server import Site
+
+from desktop_relay.auth.websessions import WebSessions
+from desktop_relay.lifecycle import DesktopSessions
+from desktop_relay.store import SQLiteStore
+from desktop_relay.web.api import UserAPI
+from desktop_relay.web.guard import RequestGuard
+
+ORIGIN = "http://127.0.0.1:8080"
+
+
+class API:
+    """A UserAPI served on a loopback port, and a signed-in cookie for it."""
+
+    def __init__(self, store: SQLiteStore, engine: Any) -> None:
+        from twisted.internet import reactor
+
+        self.engine = engine
+        self.store = store
+        self.web_sessions = WebSessions(store, reactor, secure=False, idle=3600, lifetime=86400)
+        guard = RequestGuard(self.web_sessions, ORIGIN, ())
+        sessions = DesktopSessions(
+            store=store, provisioner=engine, probe=lambda backend: defer.succeed(True), clock=reactor,
+            desktops={"demo": desktop("demo")}, instance="test", max_per_user=2, start_timeout=5,
+            stop_timeout=1,
+        )
+        self.port = reactor.listenTCP(0, Site(UserAPI(store, sessions, guard).app.resource()), interface="127.0.0.1")
+        self.url = f"http://127.0.0.1:{self.port.getHost().port}"
+        self.http = HTTPClient(Agent(reactor, pool=HTTPConnectionPool(reactor, persistent=False)))
+        self.cookie = ""
+
+    async def sign_in(self) -> None:
+        from desktop_relay.auth.websessions import token_hash
+        from desktop_relay.store import WebSession
+
+        token = "a-test-token"
+        await self.store.add_web_session(WebSession(token_hash(token), "anna", "Anna", frozenset(), 1e12, 1e12))
+        self.cookie = f"{self.web_sessions.cookie_name.decode()}={token}"
+
+    async def post(self, path: str, body: Any, origin: str = ORIGIN) -> tuple[int, dict[str, Any], Any]:
+        response = await self.http.post(
+            self.url + path, data=json.dumps(body).encode(),
+            headers={"Content-Type": "application/json", "Origin": origin, "Cookie": self.cookie},
+        )
+        headers = {k.decode().lower(): v[0].decode() for k, v in response.headers.getAllRawHeaders()}
+        return response.code, headers, json.loads(await response.content())
+
+
+@pytest_twisted.async_yield_fixture
+async def store(tmp_path: Path) -> AsyncIterator[SQLiteStore]:
+    from twisted.internet import reactor
+
+    store = SQLiteStore(tmp_path / "relay.sqlite3", reactor)
+    await store.open()
+    yield store
+    await store.close()
+
+
+@pytest_twisted.async_yield_fixture
+async def api(store: SQLiteStore) -> AsyncIterator[API]:
+    served = API(store, FakeProvisioner([IMAGE]))
+    yield served
+    await served.port.stopListening()
+
+
+@pytest_twisted.ensureDeferred
+async def test_without_a_sign_in_the_api_answers_401(api: API) -> None:
+    status, headers, body = await api.post("/sessions", {"desktop": "demo"})
+    assert status == 401 and headers["content-type"] == "application/problem+json"
+    assert body["type"] == "urn:desktop-relay:problem:not-signed-in" and body["instance"] == "/sessions"
+
+
+@pytest_twisted.ensureDeferred
+async def test_cross_site_post_is_refused_before_anything_happens(api: API) -> None:
+    await api.sign_in()
+    status, _, body = await api.post("/sessions", {"desktop": "demo"}, origin="https://evil.example")
+    assert status == 403 and body["type"].endswith("cross-origin-request")
+    assert api.engine.containers == {}
+
+
+@pytest_twisted.ensureDeferred
+async def test_engine_down_is_503_with_retry_after_and_writes_nothing(api: API) -> None:
+    await api.sign_in()
+    api.engine.engine_down = True
+    status, headers, body = await api.post("/sessions", {"desktop": "demo"})
+    assert status == 503 and headers["retry-after"] == "30"
+    assert body["type"].endswith("container-engine-unavailable")
+    assert await api.store.sessions_of("anna") == []
+
+
+class BrokenEngine(FakeProvisioner):
+    """An engine whose start raises something nobody planned for: a bug."""
+
+    def start(self, spec: Any) -> defer.Deferred:
+        return defer.fail(RuntimeError("boom: secret internals"))
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_bug_is_logged_with_its_traceback_and_answered_500_without_it(
+    store: SQLiteStore, fail_on_logged_errors: list[dict[str, Any]]
+) -> None:
+    api = API(store, BrokenEngine([IMAGE]))
+    try:
+        await api.sign_in()
+        status, _, body = await api.post("/sessions", {"desktop": "demo"})
+    finally:
+        await api.port.stopListening()
+    assert status == 500 and body["type"].endswith("internal-error")
+    assert "boom" not in json.dumps(body) and "Traceback" not in json.dumps(body)
+    (logged,) = fail_on_logged_errors
+    assert "boom: secret internals" in logged["log_failure"].getTraceback()
+    fail_on_logged_errors.clear()
+
+
+@pytest.mark.parametrize("body, status, slug", [
+    ({"desktop": "nope"}, 404, "no-such-desktop"),
+    ({"desktop": ""}, 422, "invalid-request"),
+    (["demo"], 422, "invalid-request"),
+])
+@pytest_twisted.ensureDeferred
+async def test_bad_bodies_get_their_problem(api: API, body: Any, status: int, slug: str) -> None:
+    await api.sign_in()
+    code, _, problem = await api.post("/sessions", body)
+    assert code == status and problem["type"].endswith(slug)
