@@ -13,7 +13,6 @@ from twisted.internet.defer import Deferred, DeferredList, inlineCallbacks
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
-from twisted.python.threadpool import ThreadPool
 from twisted.web.server import Site
 
 from .auth import IPasswordAuthenticator
@@ -25,7 +24,7 @@ from .auth.throttle import LoginThrottle
 from .auth.websessions import WebSessions
 from .config import ConfigError, RelayConfig
 from .containers import ContainerEngineUnavailable
-from .docker_provisioner import DockerProvisioner
+from .docker_provisioner import DockerProvisioner, docker_threadpool
 from .lifecycle import DesktopSessions
 from .readiness import ReadinessProbe
 from .relay.assets import AssetRelay
@@ -67,7 +66,7 @@ class RelayService(MultiService):
 
         self.store = SQLiteStore(config.database, reactor)
         # Docker SDK calls block; they get their own bounded pool, never the reactor's shared one.
-        self._docker_pool = ThreadPool(minthreads=0, maxthreads=config.docker_threads, name="docker")
+        self._docker_pool = docker_threadpool(config.docker_threads)
         provisioner = DockerProvisioner(
             reactor=reactor, threadpool=self._docker_pool, url=config.docker_url, port_range=config.port_range
         )
