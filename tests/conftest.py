@@ -1,16 +1,20 @@
-"""Test-wide fixtures: failing a test on logged errors or leaked reactor state, as trial does.
+"""Test-wide fixtures: failing a test on logged errors or leaked reactor state, as trial does;
+a real SQLite store.
 
 No module-level reactor import here: pytest-twisted installs the reactor first.
 """
 
-
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import pytest
+import pytest_twisted
 from twisted.logger import ILogObserver, LogLevel, globalLogPublisher
 from zope.interface import provider
+
+from desktop_relay.store import SQLiteStore
 
 # Fixtures that start a real relay (twistd), for every suite that needs one.
 pytest_plugins = ["relay_harness"]
@@ -53,3 +57,14 @@ def no_leaked_delayed_calls() -> Iterator[None]:
         call.cancel()
     if leaked:
         pytest.fail(f"test left delayed calls behind: {leaked}")
+
+
+@pytest_twisted.async_yield_fixture
+async def store(tmp_path: Path) -> AsyncIterator[SQLiteStore]:
+    """A real SQLite store, opened in a fresh directory and closed after the test."""
+    from twisted.internet import reactor
+
+    store = SQLiteStore(tmp_path / "relay.sqlite3", reactor)
+    await store.open()
+    yield store
+    await store.close()

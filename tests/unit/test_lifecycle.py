@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -58,16 +57,6 @@ class World:
     async def settle(self) -> None:
         for waiting in self.sessions.waiting():
             await waiting
-
-
-@pytest_twisted.async_yield_fixture
-async def store(tmp_path: Path) -> AsyncIterator[SQLiteStore]:
-    from twisted.internet import reactor
-
-    store = SQLiteStore(tmp_path / "relay.sqlite3", reactor)
-    await store.open()
-    yield store
-    await store.close()
 
 
 @pytest_twisted.ensureDeferred

@@ -41,21 +41,14 @@ async def test_database_from_a_newer_relay_is_refused(tmp_path: Path) -> None:
 
 
 @pytest_twisted.ensureDeferred
-async def test_update_with_expected_state_is_compare_and_set(tmp_path: Path) -> None:
-    from twisted.internet import reactor
-
-    store = SQLiteStore(tmp_path / "relay.sqlite3", reactor)
-    await store.open()
-    try:
-        await store.add_session(session())
-        assert (await store.update_session("s1", 2.0, expect=[STARTING], state=READY)).state == READY
-        # A second actor expecting 'starting' loses: nothing changes.
-        assert await store.update_session("s1", 3.0, expect=[STARTING], state=STOPPED) is None
-        assert (await store.get_session("s1")).state == READY
-        with pytest.raises(ValueError):
-            await store.update_session("s1", 3.0, vnc_password="x")
-        with pytest.raises(sqlite3.IntegrityError):
-            await store.add_session(session())  # same id: the transaction is rolled back
-        assert [s.id for s in await store.active_sessions()] == ["s1"]
-    finally:
-        await store.close()
+async def test_update_with_expected_state_is_compare_and_set(store: SQLiteStore) -> None:
+    await store.add_session(session())
+    assert (await store.update_session("s1", 2.0, expect=[STARTING], state=READY)).state == READY
+    # A second actor expecting 'starting' loses: nothing changes.
+    assert await store.update_session("s1", 3.0, expect=[STARTING], state=STOPPED) is None
+    assert (await store.get_session("s1")).state == READY
+    with pytest.raises(ValueError):
+        await store.update_session("s1", 3.0, vnc_password="x")
+    with pytest.raises(sqlite3.IntegrityError):
+        await store.add_session(session())  # same id: the transaction is rolled back
+    assert [s.id for s in await store.active_sessions()] == ["s1"]

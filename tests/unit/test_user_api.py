@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -59,16 +58,6 @@ class API:
         )
         headers = {k.decode().lower(): v[0].decode() for k, v in response.headers.getAllRawHeaders()}
         return response.code, headers, json.loads(await response.content())
-
-
-@pytest_twisted.async_yield_fixture
-async def store(tmp_path: Path) -> AsyncIterator[SQLiteStore]:
-    from twisted.internet import reactor
-
-    store = SQLiteStore(tmp_path / "relay.sqlite3", reactor)
-    await store.open()
-    yield store
-    await store.close()
 
 
 @pytest_twisted.async_yield_fixture
