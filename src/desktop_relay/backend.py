@@ -1,12 +1,14 @@
 """Where a session's container is reached, and how: the value the relay's HTTP and WebSocket
-paths connect with, and the TLS options for those loopback connections."""
+paths connect with, the TLS options for those loopback connections, and the HTTP agent."""
 
 from __future__ import annotations
 
 from base64 import b64encode
+from typing import Any
 
 import attr
 from twisted.internet.ssl import CertificateOptions
+from twisted.web.client import Agent, HTTPConnectionPool
 from twisted.web.iweb import IPolicyForHTTPS
 from zope.interface import implementer
 
@@ -51,3 +53,17 @@ class ContainerTLSPolicy:
     def creatorForNetloc(self, hostname: bytes, port: int) -> CertificateOptions:
         return self._options
 
+
+
+def container_agent(reactor: Any, connect_timeout: float) -> Agent:
+    """An HTTP agent for desktop containers: container TLS policy, no connection reuse.
+
+    KasmVNC answers every request with `Connection: close`, so a persistent pool would only hold
+    dead connections (and leave their expiry timers on the reactor).
+    """
+    return Agent(
+        reactor,
+        contextFactory=ContainerTLSPolicy(),
+        connectTimeout=connect_timeout,
+        pool=HTTPConnectionPool(reactor, persistent=False),
+    )

@@ -22,11 +22,11 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.internet.protocol import Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.web.client import Agent, HTTPConnectionPool, ResponseFailed
+from twisted.web.client import ResponseFailed
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import IAgent
 
-from .backend import Backend, ContainerTLSPolicy
+from .backend import Backend, container_agent
 
 # One probe may take this long (connect, TLS handshake, answer, body) before it counts as "no".
 PROBE_TIMEOUT = 2.0
@@ -43,20 +43,6 @@ _NOT_READY = (
     TimeoutError,
     CancelledError,
 )
-
-
-def container_agent(reactor: Any, connect_timeout: float = PROBE_TIMEOUT) -> Agent:
-    """An Agent for probing desktop containers: container TLS policy, no connection reuse.
-
-    Kasm answers every request with `Connection: close` anyway, and a persistent pool would
-    leave idle-connection timers on the reactor.
-    """
-    return Agent(
-        reactor,
-        contextFactory=ContainerTLSPolicy(),
-        connectTimeout=connect_timeout,
-        pool=HTTPConnectionPool(reactor, persistent=False),
-    )
 
 
 class ReadinessProbe:

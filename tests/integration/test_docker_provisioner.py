@@ -19,7 +19,7 @@ from twisted.internet import reactor
 from twisted.internet.task import deferLater
 from twisted.python.threadpool import ThreadPool
 
-from desktop_relay.backend import Backend
+from desktop_relay.backend import Backend, container_agent
 from desktop_relay.config import DesktopType
 from desktop_relay.containers import (
     LABEL_INSTANCE,
@@ -33,7 +33,7 @@ from desktop_relay.docker_provisioner import (
     container_info_from_inspect,
     docker_threadpool,
 )
-from desktop_relay.readiness import container_agent, probe_ready
+from desktop_relay.readiness import PROBE_TIMEOUT, probe_ready
 
 IMAGE = os.environ.get("DESKTOP_RELAY_TEST_IMAGE", "desktop-relay/demo-desktop:latest")
 DOCKER_SOCKET = "/var/run/docker.sock"
@@ -163,7 +163,7 @@ async def test_the_container_gets_the_desktops_limits_and_a_loopback_only_port(
 async def test_the_demo_desktop_becomes_ready_within_seconds(
     provisioner: DockerProvisioner, instance: str
 ) -> None:
-    agent = container_agent(reactor)
+    agent = container_agent(reactor, PROBE_TIMEOUT)
     waits = []
     for _ in range(3):
         spec = make_spec(instance, make_desktop(IMAGE))

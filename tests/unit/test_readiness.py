@@ -21,8 +21,8 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request, Site
 from zope.interface import implementer
 
-from desktop_relay.backend import Backend
-from desktop_relay.readiness import ReadinessProbe, container_agent, probe_ready
+from desktop_relay.backend import Backend, container_agent
+from desktop_relay.readiness import PROBE_TIMEOUT, ReadinessProbe, probe_ready
 
 PASSWORD = "right-password"
 
@@ -152,26 +152,26 @@ def closed_port() -> int:
 @pytest_twisted.ensureDeferred
 async def test_an_authenticated_200_means_ready(servers: Servers) -> None:
     backend = servers.tls(KasmLikeRoot())
-    assert await probe_ready(container_agent(reactor), backend, reactor) is True
+    assert await probe_ready(container_agent(reactor, PROBE_TIMEOUT), backend, reactor) is True
 
 
 @pytest_twisted.ensureDeferred
 async def test_a_401_means_not_ready(servers: Servers) -> None:
     backend = attr.evolve(servers.tls(KasmLikeRoot()), password="wrong")
-    assert await probe_ready(container_agent(reactor), backend, reactor) is False
+    assert await probe_ready(container_agent(reactor, PROBE_TIMEOUT), backend, reactor) is False
 
 
 @pytest_twisted.ensureDeferred
 async def test_nothing_listening_means_not_ready() -> None:
     backend = Backend("127.0.0.1", closed_port(), PASSWORD)
-    assert await probe_ready(container_agent(reactor), backend, reactor) is False
+    assert await probe_ready(container_agent(reactor, PROBE_TIMEOUT), backend, reactor) is False
 
 
 @pytest_twisted.ensureDeferred
 async def test_a_server_that_never_answers_is_given_up_on_within_the_bound(servers: Servers) -> None:
     backend = servers.tls(NeverAnswers())
     began = time.monotonic()
-    assert await probe_ready(container_agent(reactor), backend, reactor, timeout=0.5) is False
+    assert await probe_ready(container_agent(reactor, PROBE_TIMEOUT), backend, reactor, timeout=0.5) is False
     assert time.monotonic() - began < 1.5
 
 
@@ -182,7 +182,7 @@ async def test_a_page_that_never_finishes_is_given_up_on_and_its_connection_drop
     # The servers fixture waits for the server's connections to close: the probe must drop it.
     backend = servers.tls(NeverFinishes())
     began = time.monotonic()
-    assert await probe_ready(container_agent(reactor), backend, reactor, timeout=0.5) is False
+    assert await probe_ready(container_agent(reactor, PROBE_TIMEOUT), backend, reactor, timeout=0.5) is False
     assert time.monotonic() - began < 1.5
 
 
@@ -192,14 +192,14 @@ async def test_a_server_whose_tls_never_comes_up_is_given_up_on_within_the_bound
 ) -> None:
     backend = servers.silent()
     began = time.monotonic()
-    assert await probe_ready(container_agent(reactor), backend, reactor, timeout=0.5) is False
+    assert await probe_ready(container_agent(reactor, PROBE_TIMEOUT), backend, reactor, timeout=0.5) is False
     assert time.monotonic() - began < 1.5
 
 
 @pytest_twisted.ensureDeferred
 async def test_a_port_without_tls_is_not_ready(servers: Servers) -> None:
     backend = servers.plain_http(KasmLikeRoot())
-    assert await probe_ready(container_agent(reactor), backend, reactor, timeout=0.5) is False
+    assert await probe_ready(container_agent(reactor, PROBE_TIMEOUT), backend, reactor, timeout=0.5) is False
 
 
 @pytest_twisted.ensureDeferred

@@ -18,8 +18,6 @@ from twisted.internet.protocol import Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.client import (
-    Agent,
-    HTTPConnectionPool,
     PotentialDataLoss,
     ResponseDone,
     ResponseFailed,
@@ -27,7 +25,7 @@ from twisted.web.client import (
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import UNKNOWN_LENGTH, IAgent, IRequest, IResponse
 
-from desktop_relay.backend import Backend, ContainerTLSPolicy
+from desktop_relay.backend import Backend, container_agent
 
 RELAYED_METHODS = frozenset({b"GET", b"HEAD"})
 ALLOW = b"GET, HEAD"
@@ -89,15 +87,7 @@ class AssetRelay:
         self._reactor = reactor
         self._agent: IAgent
         if agent is None:
-            # KasmVNC closes the connection after every response, so a persistent pool would only
-            # hold dead connections (and their expiry timers).
-            pool = HTTPConnectionPool(reactor, persistent=False)
-            self._agent = Agent(
-                reactor,
-                contextFactory=ContainerTLSPolicy(),
-                connectTimeout=connect_timeout,
-                pool=pool,
-            )
+            self._agent = container_agent(reactor, connect_timeout)
         else:
             self._agent = agent
         self._response_timeout = response_timeout
