@@ -8,7 +8,8 @@ synchronously, so tests need no reactor turns.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
 
 import attr
 from twisted.internet.defer import Deferred, fail, succeed
@@ -21,22 +22,27 @@ from desktop_relay.containers import (
     LABEL_OWNER,
     LABEL_SESSION,
     ContainerEngineUnavailable,
+    ContainerEvent,
     ContainerInfo,
     ContainerSpec,
     ContainerStartFailed,
     IContainerProvisioner,
+    IEventFollower,
 )
 
 # The demo image: the fake engine "has" it, like the real one after scripts/build-desktop-image.
 IMAGE = "desktop-relay/demo-desktop:latest"
 
 
-def desktop(name: str, groups: str = "*", image: str = IMAGE) -> DesktopType:
-    """A [desktop:NAME] as config.py would read it, for the groups given (space-separated)."""
-    return DesktopType(
+def desktop(name: str, groups: str = "*", image: str = IMAGE, **policy: Any) -> DesktopType:
+    """A [desktop:NAME] as config.py would read it, for the groups given (space-separated);
+    `policy` overrides fields such as memory, idle_timeout or max_sessions."""
+    fields: dict[str, Any] = dict(
         name=name, image=image, title=name.title(), description="", shm_size="512m", memory=None,
         cpus=None, pids_limit=None, environment={}, groups=frozenset(groups.split()), users=frozenset(),
     )
+    fields.update(policy)
+    return DesktopType(**fields)
 
 
 @attr.s(auto_attribs=True)
@@ -50,6 +56,7 @@ class FakeContainer:
     exit_code: int | None = None
     problem: str | None = None
     logs: str = ""
+    oom_killed: bool = False
 
     def info(self) -> ContainerInfo:
         running = self.status == "running"
@@ -65,7 +72,25 @@ class FakeContainer:
             exit_code=self.exit_code,
             problem=self.problem,
             vnc_password=self.spec.vnc_password,
+            oom_killed=self.oom_killed,
         )
+
+
+@implementer(IEventFollower)
+@attr.s(auto_attribs=True)
+class FakeEventFollower:
+    """A subscription to the fake engine's events."""
+
+    instance: str
+    on_event: Callable[[ContainerEvent], None]
+    on_connected: Callable[[], None]
+    on_lost: Callable[[str], None]
+    followers: list[FakeEventFollower]
+
+    def stop(self) -> Deferred[None]:
+        if self in self.followers:
+            self.followers.remove(self)
+        return succeed(None)
 
 
 @implementer(IContainerProvisioner)
@@ -87,6 +112,8 @@ class FakeProvisioner:
         self._host_ports: Iterator[int] = iter(host_ports) if host_ports is not None else itertools.count(40000)
         self._ids = itertools.count(1)
         self._start_failures: list[str] = []
+        self.memory = 16 * 2**30
+        self.followers: list[FakeEventFollower] = []
 
     # -- controls for tests ---------------------------------------------------------------
 
@@ -104,6 +131,8 @@ class FakeProvisioner:
         if problem is None:
             problem = "ran out of memory and was killed" if oom else f"exited with code {exit_code}"
         container.problem = problem
+        container.oom_killed = oom
+        self.emit(container, "die")
 
     def container_for(self, session_id: str) -> FakeContainer | None:
         """The container of a session, if any."""
@@ -157,6 +186,30 @@ class FakeProvisioner:
         return succeed(
             [c.info() for c in self.containers.values() if c.spec.labels[LABEL_INSTANCE] == instance]
         )
+
+    def memory_total(self) -> Deferred[int]:
+        if self.engine_down:
+            return self._down()
+        return succeed(self.memory)
+
+    def follow_events(
+        self,
+        instance: str,
+        on_event: Callable[[ContainerEvent], None],
+        on_connected: Callable[[], None],
+        on_lost: Callable[[str], None],
+    ) -> IEventFollower:
+        follower = FakeEventFollower(instance, on_event, on_connected, on_lost, self.followers)
+        self.followers.append(follower)
+        on_connected()
+        return follower
+
+    def emit(self, container: FakeContainer, action: str) -> None:
+        """Tell every follower of the container's instance about an event."""
+        event = ContainerEvent(container.container_id, container.spec.session_id, action, container.exit_code, 0.0)
+        for follower in list(self.followers):
+            if follower.instance == container.spec.labels[LABEL_INSTANCE]:
+                follower.on_event(event)
 
     def _down(self) -> Deferred:
         return fail(ContainerEngineUnavailable("Docker engine unreachable at fake://engine: it is down"))

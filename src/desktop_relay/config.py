@@ -40,6 +40,17 @@ class DesktopType:
     environment: Mapping[str, str]
     groups: frozenset[str]
     users: frozenset[str]
+    # Lifecycle policy; None means off. See etc/relay.ini and docs/idle.md.
+    idle_timeout: float | None = 45 * 60
+    max_lifetime: float | None = 10 * 3600
+    disconnect_grace: float | None = 15 * 60
+    idle_warning: float = 5 * 60
+    max_sessions: int | None = None
+
+    @property
+    def memory_bytes(self) -> int:
+        """The memory limit in bytes, counted against the memory budget (0: no limit set)."""
+        return _byte_size(self.memory) if self.memory else 0
 
     def allows(self, user_id: str, groups: frozenset[str]) -> bool:
         """Whether a user with these groups may start this desktop ("*" admits everyone)."""
@@ -93,6 +104,7 @@ class RelayConfig:
     start_timeout: float
     stop_timeout: int
     reconcile_interval: float
+    engine_timeout: float
     auth_method: str
     password_file: Path
     login_attempts: int
@@ -100,6 +112,14 @@ class RelayConfig:
     web_session_idle: float
     web_session_lifetime: float
     max_sessions_per_user: int
+    max_total_sessions: int | None
+    # Bytes; None: no budget. memory_budget_auto: take 80% of the engine's memory at start.
+    memory_budget: int | None
+    memory_budget_auto: bool
+    max_starting: int
+    max_queued: int
+    lifecycle_check_interval: float
+    activity_write_interval: float
     ws_max_message_size: int
     ws_ping_interval: float
     ws_open_timeout: float
@@ -140,6 +160,7 @@ _DOCKER_DEFAULTS = {
     "start_timeout": "60s",
     "stop_timeout": "10s",
     "reconcile_interval": "30s",
+    "timeout": "30s",
 }
 _AUTH_DEFAULTS = {
     "method": "local",
@@ -173,7 +194,15 @@ _HEADER_DEFAULTS = {
     "separator": ",",
 }
 _ROLES_DEFAULTS = {"admin_groups": "", "teacher_groups": ""}
-_SESSIONS_DEFAULTS = {"max_per_user": "2"}
+_SESSIONS_DEFAULTS = {
+    "max_per_user": "2",
+    "max_total": "off",
+    "memory_budget": "auto",
+    "max_starting": "4",
+    "max_queued": "200",
+    "check_interval": "5s",
+    "activity_write_interval": "5s",
+}
 _WEBSOCKET_DEFAULTS = {
     "max_message_size": "16m",
     "ping_interval": "30s",
@@ -190,6 +219,11 @@ _DESKTOP_DEFAULTS = {
     "environment": "",
     "groups": "",
     "users": "",
+    "idle_timeout": "45m",
+    "max_lifetime": "10h",
+    "disconnect_grace": "15m",
+    "idle_warning": "5m",
+    "max_sessions": "off",
 }
 _SECTIONS = {
     "relay": _RELAY_DEFAULTS,
@@ -254,6 +288,13 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise ValueError("must be a whole number of at least 0")
+    return value
+
+
 def _duration(text: str) -> float:
     match = _DURATION.match(text.lower())
     if not match:
@@ -262,6 +303,15 @@ def _duration(text: str) -> float:
     if seconds <= 0:
         raise ValueError("must be longer than zero")
     return seconds
+
+
+def _off(convert: Callable[[str], T]) -> Callable[[str], T | None]:
+    """A value that may also be `off` (the policy or limit does not apply)."""
+
+    def off(text: str) -> T | None:
+        return None if text.lower() == "off" else convert(text)
+
+    return off
 
 
 def _byte_size(text: str) -> int:
@@ -386,7 +436,8 @@ def load_config(path: str | os.PathLike[str]) -> RelayConfig:
             if key not in known:
                 raise reader.fail(section, key, "unknown key")
 
-    r, d, a = _RELAY_DEFAULTS, _DOCKER_DEFAULTS, _AUTH_DEFAULTS
+    r, d, a, sd = _RELAY_DEFAULTS, _DOCKER_DEFAULTS, _AUTH_DEFAULTS, _SESSIONS_DEFAULTS
+    budget = reader.raw("sessions", "memory_budget", sd).lower()
     listen = reader.raw("relay", "listen", r)
     public_url = reader.value("relay", "public_url", r, _public_url)
     desktops = _read_desktops(reader)
@@ -403,15 +454,21 @@ def load_config(path: str | os.PathLike[str]) -> RelayConfig:
         start_timeout=reader.value("docker", "start_timeout", d, _duration),
         stop_timeout=max(1, int(reader.value("docker", "stop_timeout", d, _duration))),
         reconcile_interval=reader.value("docker", "reconcile_interval", d, _duration),
+        engine_timeout=reader.value("docker", "timeout", d, _duration),
         auth_method=reader.value("auth", "method", a, _auth_method),
         password_file=reader.path_value("auth", "password_file", a),
         login_attempts=reader.value("auth", "login_attempts", a, _positive_int),
         login_window=reader.value("auth", "login_window", a, _duration),
         web_session_idle=reader.value("auth", "session_idle", a, _duration),
         web_session_lifetime=reader.value("auth", "session_lifetime", a, _duration),
-        max_sessions_per_user=reader.value(
-            "sessions", "max_per_user", _SESSIONS_DEFAULTS, _positive_int
-        ),
+        max_sessions_per_user=reader.value("sessions", "max_per_user", sd, _positive_int),
+        max_total_sessions=reader.value("sessions", "max_total", sd, _off(_positive_int)),
+        memory_budget=None if budget in ("auto", "off") else reader.value("sessions", "memory_budget", sd, _byte_size),
+        memory_budget_auto=budget == "auto",
+        max_starting=reader.value("sessions", "max_starting", sd, _positive_int),
+        max_queued=reader.value("sessions", "max_queued", sd, _non_negative_int),
+        lifecycle_check_interval=reader.value("sessions", "check_interval", sd, _duration),
+        activity_write_interval=reader.value("sessions", "activity_write_interval", sd, _duration),
         ws_max_message_size=reader.value(
             "websocket", "max_message_size", _WEBSOCKET_DEFAULTS, _byte_size
         ),
@@ -571,7 +628,14 @@ def _read_desktops(reader: _Reader) -> Mapping[str, DesktopType]:
             environment=reader.value(section, "environment", k, _environment),
             groups=groups,
             users=users,
+            idle_timeout=reader.value(section, "idle_timeout", k, _off(_duration)),
+            max_lifetime=reader.value(section, "max_lifetime", k, _off(_duration)),
+            disconnect_grace=reader.value(section, "disconnect_grace", k, _off(_duration)),
+            idle_warning=reader.value(section, "idle_warning", k, _duration),
+            max_sessions=reader.value(section, "max_sessions", k, _off(_positive_int)),
         )
+        if desktops[name].idle_timeout is not None and desktops[name].idle_warning >= desktops[name].idle_timeout:
+            raise reader.fail(section, "idle_warning", "must be shorter than idle_timeout")
     if not desktops:
         raise ConfigError(f"{reader.path}: no [desktop:NAME] section: there is nothing to start")
     return MappingProxyType(desktops)

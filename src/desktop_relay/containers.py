@@ -6,7 +6,7 @@ tests/fakes.py; both are held to the same behaviour by tests/provisioner_contrac
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import attr
 from twisted.internet.defer import Deferred
@@ -27,6 +27,11 @@ DESKTOP_PORT = 6901
 
 class ContainerEngineUnavailable(Exception):
     """The container engine could not be reached; the caller should answer 503 and retry later."""
+
+
+class ContainerEngineTimedOut(ContainerEngineUnavailable):
+    """The engine did not answer within the configured timeout: the request may still be
+    carried out later (a create, say), so the caller must expect a container it did not see."""
 
 
 class ContainerStartFailed(Exception):
@@ -71,6 +76,28 @@ class ContainerInfo:
     problem: str | None = None
     # VNC_PW from the container's environment, so a relay that lost its store can adopt it.
     vnc_password: str | None = None
+    oom_killed: bool = False
+    # When it last started and stopped (epoch seconds; None: never).
+    started_at: float | None = None
+    finished_at: float | None = None
+
+
+@attr.s(frozen=True, auto_attribs=True)
+class ContainerEvent:
+    """One event of the engine's stream about one of our containers."""
+
+    container_id: str
+    session_id: str  # from the label, "" if none
+    action: str  # Docker's action: create, start, die, oom, kill, destroy, ...
+    exit_code: int | None  # for die
+    at: float  # the engine's event time
+
+
+class IEventFollower(Interface):
+    """A running subscription to the engine's events."""
+
+    def stop() -> Deferred[None]:
+        """Stop following; fires when the worker thread has let go."""
 
 
 class IContainerProvisioner(Interface):
@@ -92,3 +119,16 @@ class IContainerProvisioner(Interface):
 
     def list_managed(instance: str) -> Deferred[list[ContainerInfo]]:
         """All containers, running or not, labelled as belonging to this relay instance."""
+
+    def memory_total() -> Deferred[int]:
+        """The engine's memory in bytes (MemTotal as the engine reports it)."""
+
+    def follow_events(
+        instance: str,
+        on_event: Callable[[ContainerEvent], None],
+        on_connected: Callable[[], None],
+        on_lost: Callable[[str], None],
+    ) -> IEventFollower:
+        """Follow the engine's container events of this instance, calling on_event on the reactor
+        thread; on_connected each time the stream is (re)established (the caller then
+        reconciles), on_lost(reason) each time it breaks; reconnects with backoff until stopped."""

@@ -236,6 +236,10 @@ class DockerProvisioner:
         """All containers labelled with this relay instance, running or not."""
         return self._in_thread(self._list_blocking, instance)
 
+    def memory_total(self) -> Deferred[int]:
+        """The engine's memory in bytes, as `docker info` reports it."""
+        return self._in_thread(lambda api: int(api.info()["MemTotal"]))
+
     # -- plumbing -----------------------------------------------------------------------------
 
     def _in_thread(self, operation: Callable[..., T], *args: Any) -> Deferred[T]:

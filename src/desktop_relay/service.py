@@ -11,7 +11,6 @@ from twisted.application.internet import StreamServerEndpointService, TimerServi
 from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred, DeferredList, inlineCallbacks
 from twisted.internet.endpoints import serverFromString
-from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.web.server import Site
 
@@ -22,10 +21,10 @@ from .auth.oidc import OpenIDProvider, OpenIDSignIn, PendingSignIns, SignInFaile
 from .auth.roles import Roles
 from .auth.throttle import LoginThrottle
 from .auth.websessions import WebSessions
+from .capacity import CapacityLimits
 from .config import ConfigError, RelayConfig
-from .containers import ContainerEngineUnavailable
 from .docker_provisioner import DockerProvisioner, docker_threadpool
-from .lifecycle import DesktopSessions
+from .lifecycle import DesktopSessions, LifecycleService
 from .readiness import ReadinessProbe
 from .relay.assets import AssetRelay
 from .relay.websocket import CLOSE_GOING_AWAY, CLOSE_SESSION_STOPPED, DesktopBridgeFactory
@@ -66,9 +65,11 @@ class RelayService(MultiService):
 
         self.store = SQLiteStore(config.database, reactor)
         # Docker SDK calls block; they get their own bounded pool, never the reactor's shared one.
-        self._docker_pool = docker_threadpool(config.docker_threads)
+        # One thread more than configured: the engine's event stream holds one for good.
+        self._docker_pool = docker_threadpool(config.docker_threads + 1)
         provisioner = DockerProvisioner(
-            reactor=reactor, threadpool=self._docker_pool, url=config.docker_url, port_range=config.port_range
+            reactor=reactor, threadpool=self._docker_pool, url=config.docker_url, port_range=config.port_range,
+            timeout=config.engine_timeout,
         )
         self.web_sessions = WebSessions(
             self.store, reactor, secure=config.secure_cookies,
@@ -82,6 +83,7 @@ class RelayService(MultiService):
             max_message_size=config.ws_max_message_size,
             ping_interval=config.ws_ping_interval,
             open_timeout=config.ws_open_timeout,
+            on_input=lambda session_id: self.sessions.input_seen(session_id),
         )
         self.sessions = DesktopSessions(
             store=self.store,
@@ -93,9 +95,24 @@ class RelayService(MultiService):
             max_per_user=config.max_sessions_per_user,
             start_timeout=config.start_timeout,
             stop_timeout=config.stop_timeout,
-            on_session_ended=lambda session_id: self.bridges.close_session(
-                session_id, CLOSE_SESSION_STOPPED, "desktop session stopped"
+            limits=CapacityLimits(
+                max_total=config.max_total_sessions,
+                max_starting=config.max_starting,
+                memory_budget=config.memory_budget,
+                per_desktop={name: d.max_sessions for name, d in config.desktops.items()},
+                max_queued=config.max_queued,
             ),
+            connected=lambda session_id: len(self.bridges.bridges_for_session(session_id)),
+            on_session_ended=lambda session_id, reason: self.bridges.close_session(
+                session_id, CLOSE_SESSION_STOPPED, reason
+            ),
+        )
+        self.lifecycle = LifecycleService(
+            self.sessions, self.store, reactor,
+            check_interval=config.lifecycle_check_interval,
+            reconcile_interval=config.reconcile_interval,
+            activity_write_interval=config.activity_write_interval,
+            memory_budget_auto=config.memory_budget_auto,
         )
         self.access = DesktopAccess(self.store, self.sessions, guard)
         web = RelayWeb(
@@ -116,8 +133,6 @@ class RelayService(MultiService):
         self._listener = StreamServerEndpointService(serverFromString(reactor, config.listen), site)
         # A port that cannot be bound is fatal: twistd should exit, not run without listening.
         self._listener._raiseSynchronously = True
-        self._reconciler = LoopingCall(self._reconcile)
-        self._reconciler.clock = reactor
         self._purger = TimerService(300, self.web_sessions.purge)
         self._ready: Deferred[None] | None = None
 
@@ -135,8 +150,8 @@ class RelayService(MultiService):
             self._reactor.stop()
             return
         # The store matches Docker before the first request is answered where the engine is
-        # reachable, and one interval later where it is not.
-        yield self._reconcile()
+        # reachable, and once it is back where it is not.
+        yield self.lifecycle.prepare()
         if self.oidc is not None:
             # Fetched now to find configuration mistakes early; a provider that is down does not
             # stop the relay: the next sign-in tries again.
@@ -145,7 +160,7 @@ class RelayService(MultiService):
             except SignInFailed as e:
                 self._log.warn("OpenID provider not reachable yet, will retry at sign-in: {problem}",
                                problem=e.detail)
-        self._reconciler.start(self.config.reconcile_interval, now=False)
+        self.lifecycle.setServiceParent(self)
         self._purger.setServiceParent(self)
         try:
             self._listener.setServiceParent(self)
@@ -157,26 +172,15 @@ class RelayService(MultiService):
                        url=self.config.public_url, instance=self.config.instance)
 
     @inlineCallbacks
-    def _reconcile(self) -> Deferred[None]:
-        try:
-            yield self.sessions.reconcile()
-        except ContainerEngineUnavailable as e:
-            self._log.warn("reconcile postponed: {problem}", problem=str(e))
-        except Exception:  # noqa: BLE001 - whatever went wrong is logged; the relay keeps running
-            self._log.failure("reconcile failed")
-
-    @inlineCallbacks
     def stopService(self) -> Deferred[None]:
         if self._ready is not None:
             yield self._ready
         # Browsers get a clean 1001 and reconnect to the next relay process.
         yield self.bridges.close_all(CLOSE_GOING_AWAY, "relay shutting down")
-        if self._reconciler.running:
-            self._reconciler.stop()
         yield super().stopService()
-        for waiting in self.sessions.waiting():
-            waiting.cancel()
-        yield DeferredList(self.sessions.waiting(), consumeErrors=True)
+        for working in self.sessions.working():
+            working.cancel()
+        yield DeferredList(self.sessions.working(), consumeErrors=True)
         yield self.store.close()
         self._docker_pool.stop()
 

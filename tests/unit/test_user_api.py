@@ -33,7 +33,7 @@ class API:
         self.store = store
         self.web_sessions = WebSessions(store, reactor, secure=False, idle=3600, lifetime=86400)
         guard = RequestGuard(self.web_sessions, ORIGIN, ())
-        sessions = DesktopSessions(
+        self.sessions = sessions = DesktopSessions(
             store=store, provisioner=engine, probe=lambda backend: defer.succeed(True), clock=reactor,
             desktops={"demo": desktop("demo")}, instance="test", max_per_user=2, start_timeout=5,
             stop_timeout=1,
@@ -50,6 +50,16 @@ class API:
         token = "a-test-token"
         await self.store.add_web_session(WebSession(token_hash(token), "anna", "Anna", frozenset(), 1e12, 1e12))
         self.cookie = f"{self.web_sessions.cookie_name.decode()}={token}"
+
+    async def settle(self) -> None:
+        while self.sessions.working():
+            for working in self.sessions.working():
+                await working
+
+    async def get(self, path: str) -> tuple[int, dict[str, Any], Any]:
+        response = await self.http.get(self.url + path, headers={"Cookie": self.cookie})
+        headers = {k.decode().lower(): v[0].decode() for k, v in response.headers.getAllRawHeaders()}
+        return response.code, headers, json.loads(await response.content())
 
     async def post(self, path: str, body: Any, origin: str = ORIGIN) -> tuple[int, dict[str, Any], Any]:
         response = await self.http.post(
@@ -83,13 +93,27 @@ async def test_cross_site_post_is_refused_before_anything_happens(api: API) -> N
 
 
 @pytest_twisted.ensureDeferred
-async def test_engine_down_is_503_with_retry_after_and_writes_nothing(api: API) -> None:
+async def test_start_while_engine_down_is_queued_not_refused(api: API) -> None:
     await api.sign_in()
     api.engine.engine_down = True
+    status, _, body = await api.post("/sessions", {"desktop": "demo"})
+    assert status == 202 and body["state"] in ("starting", "queued")
+    await api.settle()
+    (session,) = await api.store.sessions_of("anna")
+    assert session.state == "queued" and api.engine.containers == {}
+
+
+@pytest_twisted.ensureDeferred
+async def test_running_desktop_while_engine_down_is_503_with_retry_after(api: API) -> None:
+    await api.sign_in()
+    await api.post("/sessions", {"desktop": "demo"})
+    await api.settle()
+    api.sessions.engine.lost("gone")
     status, headers, body = await api.post("/sessions", {"desktop": "demo"})
     assert status == 503 and headers["retry-after"] == "30"
     assert body["type"].endswith("container-engine-unavailable")
-    assert await api.store.sessions_of("anna") == []
+    status, _, view = await api.get(f"/sessions/{(await api.store.sessions_of('anna'))[0].id}")
+    assert status == 200 and view["state"] == "interrupted" and view["engine"] == "unreachable"
 
 
 class BrokenEngine(FakeProvisioner):
@@ -100,17 +124,19 @@ class BrokenEngine(FakeProvisioner):
 
 
 @pytest_twisted.ensureDeferred
-async def test_a_bug_is_logged_with_its_traceback_and_answered_500_without_it(
+async def test_a_bug_while_starting_is_logged_with_its_traceback_and_the_session_fails_without_it(
     store: SQLiteStore, fail_on_logged_errors: list[dict[str, Any]]
 ) -> None:
     api = API(store, BrokenEngine([IMAGE]))
     try:
         await api.sign_in()
         status, _, body = await api.post("/sessions", {"desktop": "demo"})
+        await api.settle()
+        _, _, view = await api.get(f"/sessions/{body['id']}")
     finally:
         await api.port.stopListening()
-    assert status == 500 and body["type"].endswith("internal-error")
-    assert "boom" not in json.dumps(body) and "Traceback" not in json.dumps(body)
+    assert status == 202 and view["state"] == "failed" and view["end_reason"] == "start-failed"
+    assert "boom" not in json.dumps(view) and "Traceback" not in json.dumps(view)
     (logged,) = fail_on_logged_errors
     assert "boom: secret internals" in logged["log_failure"].getTraceback()
     fail_on_logged_errors.clear()

@@ -13,7 +13,7 @@ from twisted.logger import Logger
 from ..backend import Backend
 from ..lifecycle import DesktopSessions
 from ..relay.websocket import BridgeTarget
-from ..store import READY, STARTING, SQLiteStore, WebSession
+from ..store import QUEUED, READY, STARTING, SQLiteStore, WebSession
 from .guard import RequestGuard
 from .responses import Problem
 
@@ -41,7 +41,7 @@ class DesktopAccess:
         if desktop is None or not desktop.allows(web.user_id, web.groups):
             raise Problem(403, "desktop-not-allowed", "Desktop not allowed",
                           "You are no longer allowed to use this desktop.")
-        if session.state == STARTING:
+        if session.state in (QUEUED, STARTING):
             raise Problem(409, "session-not-ready", "Desktop still starting",
                           "The desktop is still starting; try again in a moment.")
         backend = self._sessions.backend_of(session)

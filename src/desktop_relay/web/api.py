@@ -4,16 +4,24 @@ from __future__ import annotations
 
 import json
 from typing import Any
+from urllib.parse import urlencode
 
 from klein import Klein
-from twisted.internet.defer import inlineCallbacks
+from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.logger import Logger
 from twisted.web.iweb import IRequest
 from werkzeug.exceptions import HTTPException
 
 from ..containers import ContainerEngineUnavailable
-from ..lifecycle import DesktopNotAllowed, DesktopSessions, SessionLimitReached, UnknownDesktop
-from ..store import DesktopSession, SQLiteStore
+from ..lifecycle import (
+    DesktopNotAllowed,
+    DesktopSessions,
+    DoesNotFit,
+    QueueFull,
+    SessionLimitReached,
+    UnknownDesktop,
+)
+from ..store import QUEUED, READY, STARTING, DesktopSession, SQLiteStore
 from .guard import RequestGuard, identity_of
 from .responses import (
     Problem,
@@ -27,21 +35,49 @@ from .responses import (
 MAX_BODY = 16 * 1024
 # How many past sessions a user sees; older ones stay in the database for the audit trail.
 RECENT_SESSIONS = 20
+# The longest a long-poll (?wait=) is held open; below the usual proxy timeouts.
+LONG_POLL = 25.0
+# What Retry-After says when the queue is full.
+QUEUE_RETRY_AFTER = 60
 
 
-def session_view(session: DesktopSession, sessions: DesktopSessions) -> dict[str, Any]:
+def client_url(session_id: str) -> str:
+    """The web client's address for a session, with its WebSocket path kept under the prefix."""
+    query = urlencode({"path": f"desktop/{session_id}/websockify", "autoconnect": "1",
+                       "resize": "remote", "reconnect": "1"})
+    return f"/desktop/{session_id}/?{query}"
+
+
+def session_view(
+    session: DesktopSession, sessions: DesktopSessions, position: int | None = None
+) -> dict[str, Any]:
     """A desktop session as the browser may see it (no container password, no host port)."""
     desktop = sessions.desktop(session.desktop)
-    return {
+    timing = sessions.timing_of(session)
+    view: dict[str, Any] = {
         "id": session.id,
         "desktop": session.desktop,
         "title": desktop.title if desktop else session.desktop,
         "state": session.state,
         "reason": session.reason,
+        "end_reason": session.end_reason,
         "created": session.created,
         "updated": session.updated,
+        "ready_at": session.ready_at,
+        "idle_deadline": timing.idle_deadline if timing else None,
+        "lifetime_deadline": timing.lifetime_deadline if timing else None,
+        "warning": {"reason": timing.warning[0], "at": timing.warning[1]} if timing and timing.warning else None,
+        "engine": "ok" if sessions.engine.available else "unreachable",
         "url": f"/desktop/{session.id}/",
+        "client_url": client_url(session.id),
     }
+    if session.state == QUEUED:
+        view["position"] = position
+    if session.state == READY and not sessions.engine.available:
+        # Its container cannot be confirmed while the engine is away: not shown as ready.
+        view["state"] = "interrupted"
+        view["reason"] = "The desktop server is not answering; waiting for it to come back."
+    return view
 
 
 class UserAPI:
@@ -98,7 +134,10 @@ class UserAPI:
     def list_sessions(self, request: IRequest):  # type: ignore[no-untyped-def]
         web = yield self._guard.signed_in(request)
         sessions = yield self._store.sessions_of(web.user_id)
-        return json_response(request, [session_view(s, self._sessions) for s in sessions[:RECENT_SESSIONS]])
+        positions = yield self._store.queue_positions()
+        return json_response(request, [
+            session_view(s, self._sessions, positions.get(s.id)) for s in sessions[:RECENT_SESSIONS]
+        ])
 
     @app.route("/sessions", methods=["POST"])
     @inlineCallbacks
@@ -116,15 +155,35 @@ class UserAPI:
         except SessionLimitReached as e:
             raise Problem(409, "session-limit", "Too many desktops running",
                           f"You can run {e.args[0]} desktop(s) at a time; stop one first.") from None
+        except DoesNotFit:
+            raise Problem(507, "desktop-too-large", "Desktop too large for this server",
+                          f"The desktop {desktop_name!r} needs more memory than this server may give "
+                          "desktops; tell your administrator.") from None
+        except QueueFull:
+            problem = Problem(503, "queue-full", "Too many people are waiting",
+                              "All desktops are in use and the queue is full. Try again in a minute.")
+            problem.headers[b"Retry-After"] = str(QUEUE_RETRY_AFTER).encode()
+            raise problem from None
         request.setHeader(b"Location", f"/api/sessions/{session.id}".encode())
-        return json_response(request, session_view(session, self._sessions), 202 if created else 200)
+        return json_response(request, (yield self._view(session)), 202 if created else 200)
 
     @app.route("/sessions/<session_id>", methods=["GET"])
     @inlineCallbacks
     def get_session(self, request: IRequest, session_id: str):  # type: ignore[no-untyped-def]
         web = yield self._guard.signed_in(request)
         session = yield self._own_session(web.user_id, session_id)
-        return json_response(request, session_view(session, self._sessions))
+        wait = _arg(request, b"wait")
+        if wait not in (None, "ready", "change"):
+            raise Problem(400, "invalid-parameter", "Invalid parameter", "wait must be ready or change.")
+        deadline = self._sessions.now() + LONG_POLL
+        if wait == "ready":
+            while session.state in (QUEUED, STARTING) and self._sessions.now() < deadline:
+                yield self._next_change(request, session.id, deadline)
+                session = yield self._own_session(web.user_id, session_id)
+        elif wait == "change" and _arg(request, b"since") in (None, repr(session.updated)):
+            yield self._next_change(request, session.id, deadline)
+            session = yield self._own_session(web.user_id, session_id)
+        return json_response(request, (yield self._view(session)))
 
     @app.route("/sessions/<session_id>", methods=["DELETE"])
     @inlineCallbacks
@@ -133,7 +192,20 @@ class UserAPI:
         web = yield self._guard.signed_in(request)
         session = yield self._own_session(web.user_id, session_id)
         stopped = yield self._sessions.stop(session, web.user_id)
-        return json_response(request, session_view(stopped, self._sessions))
+        return json_response(request, (yield self._view(stopped)))
+
+    def _next_change(self, request: IRequest, session_id: str, deadline: float) -> Deferred[None]:
+        waiting = self._sessions.watch.wait(session_id, max(0.0, deadline - self._sessions.now()))
+        # The browser left: stop waiting for it.
+        request.notifyFinish().addErrback(lambda _: waiting.cancel())
+        return waiting
+
+    @inlineCallbacks
+    def _view(self, session: DesktopSession) -> Deferred[dict[str, Any]]:
+        position = None
+        if session.state == QUEUED:
+            position = (yield self._store.queue_positions()).get(session.id)
+        return session_view(session, self._sessions, position)
 
     @inlineCallbacks
     def _own_session(self, user_id: str, session_id: str):  # type: ignore[no-untyped-def]
@@ -141,6 +213,11 @@ class UserAPI:
         if session is None or session.owner != user_id:
             raise Problem(404, "no-such-session", "No such desktop session")
         return session
+
+
+def _arg(request: IRequest, name: bytes) -> str | None:
+    values = request.args.get(name)
+    return values[0].decode("utf-8", "replace") if values else None
 
 
 def _desktop_from_body(request: IRequest) -> str:

@@ -31,7 +31,7 @@ from ..auth.throttle import LoginThrottle
 from ..relay.assets import AssetRelay
 from ..relay.websocket import CLOSE_SIGNED_OUT, DesktopBridgeFactory
 from .access import DesktopAccess
-from .api import UserAPI
+from .api import UserAPI, client_url
 from .guard import RequestGuard
 from .responses import (
     Problem,
@@ -48,13 +48,6 @@ def _safe_next(target: str | None) -> str:
     if not target or not target.startswith("/") or target.startswith("//") or "\\" in target:
         return "/"
     return target
-
-
-def client_url(session_id: str) -> str:
-    """The web client's address for a session, with its WebSocket path kept under the prefix."""
-    query = urlencode({"path": f"desktop/{session_id}/websockify", "autoconnect": "1",
-                       "resize": "remote", "reconnect": "1"})
-    return f"/desktop/{session_id}/?{query}"
 
 
 class RelayWeb:

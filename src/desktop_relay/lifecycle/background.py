@@ -1,0 +1,132 @@
+"""The lifecycle's background work, in one service: the event follower, the reaper and queue
+drain tick, and the periodic reconcile. With several relays, one elected process runs it."""
+
+from __future__ import annotations
+
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred, DeferredList, inlineCallbacks
+from twisted.internet.interfaces import IReactorTime
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+
+from ..containers import ContainerEngineUnavailable, IEventFollower
+from ..store import SQLiteStore
+from .events import EventHandler
+from .reconcile import reconcile
+from .sessions import DesktopSessions
+
+# Share of the engine's memory that desktops may be given with memory_budget = auto.
+AUTO_MEMORY_SHARE = 0.8
+
+
+class LifecycleService(Service):
+    """Runs what keeps sessions true without anyone asking: engine events, deadlines, the queue."""
+
+    _log = Logger()
+
+    def __init__(
+        self,
+        sessions: DesktopSessions,
+        store: SQLiteStore,
+        clock: IReactorTime,
+        *,
+        check_interval: float,
+        reconcile_interval: float,
+        activity_write_interval: float,
+        memory_budget_auto: bool,
+    ) -> None:
+        self.sessions = sessions
+        self._store = store
+        self._clock = clock
+        self._check_interval = check_interval
+        self._reconcile_interval = reconcile_interval
+        self._memory_budget_auto = memory_budget_auto
+        self.events = EventHandler(sessions, store)
+        self._follower: IEventFollower | None = None
+        self._loops = [
+            self._loop(self._tick, check_interval),
+            self._loop(self.reconcile, reconcile_interval),
+            self._loop(sessions.flush_activity, activity_write_interval),
+        ]
+        self._reconciling: Deferred[None] | None = None
+        self._budget_known = not memory_budget_auto
+
+    def _loop(self, work: object, interval: float) -> tuple[LoopingCall, float]:
+        loop = LoopingCall(self._guarded, work)
+        loop.clock = self._clock
+        return (loop, interval)
+
+    @inlineCallbacks
+    def _guarded(self, work):  # type: ignore[no-untyped-def]
+        try:
+            yield work()
+        except ContainerEngineUnavailable as e:
+            self.sessions.engine.lost(str(e))
+        except Exception:  # noqa: BLE001 - the loop must go on; the failure is logged
+            self._log.failure("background lifecycle work failed")
+
+    @inlineCallbacks
+    def prepare(self) -> Deferred[None]:
+        """Before the relay listens: learn the memory budget, and reconcile once."""
+        yield self._learn_budget()
+        yield self._guarded(self.reconcile)
+
+    def startService(self) -> None:
+        super().startService()
+        self._follower = self.sessions.provisioner.follow_events(
+            self.sessions.instance, self.events, self._engine_back, self._engine_lost
+        )
+        for loop, interval in self._loops:
+            loop.start(interval, now=False)
+
+    def _engine_back(self) -> None:
+        self.sessions.engine.back()
+        d = self._guarded(self._learn_budget)
+        d.addCallback(lambda _: self._guarded(self.reconcile))
+
+    def _engine_lost(self, reason: str) -> None:
+        self.sessions.engine.lost(reason)
+        # Pages showing a ready desktop learn that it is interrupted.
+        self.sessions.watch.changed(self.sessions.watch.session_ids())
+
+    @inlineCallbacks
+    def _learn_budget(self) -> Deferred[None]:
+        if self._budget_known:
+            return
+        total = yield self.sessions.provisioner.memory_total()
+        budget = int(total * AUTO_MEMORY_SHARE)
+        self.sessions.set_memory_budget(budget)
+        self._budget_known = True
+        self._log.info("memory budget for desktops: {budget} MiB (80% of the engine's {total} MiB)",
+                       budget=budget // 2**20, total=total // 2**20)
+
+    @inlineCallbacks
+    def _tick(self) -> Deferred[None]:
+        yield self._learn_budget()
+        yield self.sessions.reap()
+        yield self.sessions.drain()
+
+    def reconcile(self) -> Deferred[None]:
+        """Reconcile now, unless a reconcile is already running (then wait for that one)."""
+        if self._reconciling is not None:
+            waiting: Deferred[None] = Deferred()
+            self._reconciling.addBoth(lambda r: (waiting.callback(None), r)[1])
+            return waiting
+        d = self._reconciling = reconcile(self.sessions, self._store)
+
+        def done(result: object) -> object:
+            self._reconciling = None
+            return result
+
+        return d.addBoth(done)
+
+    @inlineCallbacks
+    def stopService(self) -> Deferred[None]:
+        for loop, _ in self._loops:
+            if loop.running:
+                loop.stop()
+        if self._follower is not None:
+            yield self._follower.stop()
+        yield DeferredList(self.events.pending(), consumeErrors=True)
+        yield self.sessions.flush_activity()
+        super().stopService()

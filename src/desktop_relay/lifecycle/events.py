@@ -1,0 +1,69 @@
+"""The engine's event stream, applied: a container that dies ends its session within a second,
+and a container that appears for a session that is not starting is removed at once."""
+
+from __future__ import annotations
+
+from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.logger import Logger
+
+from ..containers import ContainerEngineUnavailable, ContainerEvent
+from ..store import READY, STARTING, SQLiteStore
+from .reasons import exit_reason
+from .sessions import DesktopSessions
+
+
+class EventHandler:
+    """Turns container events into session ends and orphan removals."""
+
+    _log = Logger()
+
+    def __init__(self, sessions: DesktopSessions, store: SQLiteStore) -> None:
+        self._sessions = sessions
+        self._store = store
+        self._pending: set[Deferred[None]] = set()
+
+    def __call__(self, event: ContainerEvent) -> None:
+        """on_event for the provisioner's follower (reactor thread)."""
+        if event.action == "die":
+            d = self._died(event)
+        elif event.action in ("create", "start"):
+            d = self._appeared(event)
+        else:
+            return
+        self._pending.add(d)
+        d.addErrback(lambda f: self._log.failure("handling {action} of container {container}", f,
+                                                 action=event.action, container=event.container_id[:12]))
+        d.addBoth(lambda _: self._pending.discard(d))
+
+    @inlineCallbacks
+    def _died(self, event: ContainerEvent) -> Deferred[None]:
+        session = yield self._store.get_session(event.session_id)
+        if session is None or session.state not in (STARTING, READY):
+            return  # ours to stop, or already ended
+        if session.container_id not in (None, event.container_id):
+            return  # an older container of the session
+        try:
+            info = yield self._sessions.provisioner.inspect(event.container_id)
+        except ContainerEngineUnavailable:
+            info = None
+        oom = info.oom_killed if info is not None else False
+        code = info.exit_code if info is not None and info.exit_code is not None else event.exit_code
+        yield self._sessions.end(session, *exit_reason(code, oom))
+
+    @inlineCallbacks
+    def _appeared(self, event: ContainerEvent) -> Deferred[None]:
+        session = yield self._store.get_session(event.session_id)
+        if session is not None and session.state == STARTING and session.container_id in (None, event.container_id):
+            return  # the one this relay is creating
+        if session is not None and session.state == READY and session.container_id == event.container_id:
+            return
+        self._log.warn(
+            "removing container {container}: it appeared for session {session}, which is {state}",
+            container=event.container_id[:12], session=event.session_id or "?",
+            state=session.state if session is not None else "unknown",
+        )
+        yield self._sessions.remove_quietly(event.container_id)
+
+    def pending(self) -> list[Deferred[None]]:
+        """Event handling in progress (for orderly shutdown and tests)."""
+        return list(self._pending)

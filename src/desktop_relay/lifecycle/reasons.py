@@ -1,0 +1,41 @@
+"""Why a desktop session ended: the stable codes (API, audit, metrics) and the words users see."""
+
+from __future__ import annotations
+
+IDLE = "idle"
+LIFETIME = "lifetime"
+DISCONNECTED = "disconnected"
+USER = "user"
+SIGNED_OUT = "signed-out"
+ADMIN = "admin"
+CONTAINER_EXITED = "container-exited"
+OUT_OF_MEMORY = "out-of-memory"
+ENGINE_LOST = "engine-lost"
+START_FAILED = "start-failed"
+
+END_REASONS = (
+    IDLE, LIFETIME, DISCONNECTED, USER, SIGNED_OUT, ADMIN,
+    CONTAINER_EXITED, OUT_OF_MEMORY, ENGINE_LOST, START_FAILED,
+)
+
+
+def minutes(seconds: float) -> str:
+    """A duration as people say it: '45 minutes', '10 hours', '30 seconds'."""
+    for unit, size in (("hour", 3600), ("minute", 60)):
+        if seconds >= size and seconds % size == 0:
+            count = int(seconds // size)
+            return f"{count} {unit}{'s' if count != 1 else ''}"
+    if seconds >= 120:
+        return f"{round(seconds / 60)} minutes"
+    return f"{seconds:g} second{'s' if seconds != 1 else ''}"
+
+
+def exit_reason(exit_code: int | None, oom_killed: bool) -> tuple[str, str]:
+    """(code, words) for a container that stopped by itself."""
+    if oom_killed:
+        return OUT_OF_MEMORY, "The desktop ran out of memory and was stopped."
+    if exit_code in (137, 139, 134) or (exit_code is not None and exit_code > 128):
+        return CONTAINER_EXITED, f"The desktop crashed or was killed (exit code {exit_code})."
+    if exit_code is None:
+        return CONTAINER_EXITED, "The desktop's container disappeared."
+    return CONTAINER_EXITED, f"The desktop stopped by itself (exit code {exit_code})."

@@ -1,0 +1,484 @@
+"""Desktop sessions from start to end: admission into the queue, the container's start, the wait
+until it is ready, and every kind of stop, with why it happened.
+
+The rules that keep store and engine in step live here: a session row exists before its
+container; a start answers at once (queued or starting) and the container is made in the
+background; a container never outlives its session; a failed start leaves a `failed` row with
+its reason and no container; every end records its reason code and the words the user sees.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable, Mapping
+
+from twisted.internet.defer import CancelledError, Deferred, inlineCallbacks, succeed
+from twisted.internet.interfaces import IReactorTime
+from twisted.internet.task import deferLater
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from ..auth import Identity
+from ..backend import Backend
+from ..capacity import CapacityLimits
+from ..config import DesktopType
+from ..containers import (
+    ContainerEngineTimedOut,
+    ContainerEngineUnavailable,
+    ContainerSpec,
+    ContainerStartFailed,
+    IContainerProvisioner,
+)
+from ..store import (
+    FAILED,
+    QUEUED,
+    READY,
+    STARTING,
+    STOPPED,
+    STOPPING,
+    DesktopSession,
+    SQLiteStore,
+)
+from .activity import ActivityTracker
+from .engine import EngineState
+from .policy import Timing, timing
+from .reasons import IDLE, LIFETIME, START_FAILED, USER, minutes
+from .watch import SessionWatch
+
+# How often a starting container is asked whether it is ready yet: often at first (a small
+# desktop answers within half a second), then less.
+PROBE_INTERVALS = (0.1, 0.1, 0.1, 0.2, 0.2, 0.3)
+PROBE_INTERVAL = 0.5
+
+
+class UnknownDesktop(Exception):
+    """No [desktop:NAME] of that name is configured."""
+
+
+class DesktopNotAllowed(Exception):
+    """The user's groups do not admit them to that desktop."""
+
+
+def new_session_id() -> str:
+    """A random, unguessable session id: 160 bits, URL-safe."""
+    return secrets.token_urlsafe(20)
+
+
+#: Told when a session ends, with the close code's reason words, so its connections close.
+SessionEnded = Callable[[str, str], None]
+
+
+class DesktopSessions:
+    """Starts and stops users' desktop sessions; every decision about capacity goes through the store."""
+
+    _log = Logger()
+
+    def __init__(
+        self,
+        *,
+        store: SQLiteStore,
+        provisioner: IContainerProvisioner,
+        probe: Callable[[Backend], Deferred[bool]],
+        clock: IReactorTime,
+        desktops: Mapping[str, DesktopType],
+        instance: str,
+        max_per_user: int,
+        start_timeout: float,
+        stop_timeout: int,
+        limits: CapacityLimits | None = None,
+        engine: EngineState | None = None,
+        activity: ActivityTracker | None = None,
+        watch: SessionWatch | None = None,
+        connected: Callable[[str], int] = lambda session_id: 0,
+        on_session_ended: SessionEnded = lambda session_id, reason: None,
+    ) -> None:
+        self._store = store
+        self.provisioner = provisioner
+        self._probe = probe
+        self._clock = clock
+        self._desktops = desktops
+        self.instance = instance
+        self._max_per_user = max_per_user
+        self._start_timeout = start_timeout
+        self.stop_timeout = stop_timeout
+        self._limits = limits or CapacityLimits()
+        self.engine = engine or EngineState(clock)
+        self.activity = activity or ActivityTracker(clock)
+        self.watch = watch or SessionWatch(clock)
+        self._connected = connected
+        self._on_session_ended = on_session_ended
+        # Sessions whose container this process is creating or waiting for: reconcile must
+        # not start a second creation or wait for them.
+        self._working: dict[str, Deferred[None]] = {}
+        # The warning each ready session's user was last shown, to notice when it changes.
+        self._warnings: dict[str, tuple[str, float] | None] = {}
+
+    # -- the catalogue ------------------------------------------------------------------
+
+    def desktops_for(self, identity: Identity) -> list[DesktopType]:
+        """The desktops this user may start, in configuration order."""
+        return [d for d in self._desktops.values() if d.allows(identity.user_id, identity.groups)]
+
+    def desktop(self, name: str) -> DesktopType | None:
+        """A configured desktop type by name."""
+        return self._desktops.get(name)
+
+    @property
+    def limits(self) -> CapacityLimits:
+        return self._limits
+
+    def set_memory_budget(self, budget: int | None) -> None:
+        """The memory budget once the engine said how much memory it has ([sessions] memory_budget = auto)."""
+        self._limits = CapacityLimits(
+            max_total=self._limits.max_total, max_starting=self._limits.max_starting,
+            memory_budget=budget, per_desktop=self._limits.per_desktop, max_queued=self._limits.max_queued,
+        )
+
+    def now(self) -> float:
+        """The lifecycle's clock."""
+        return self._clock.seconds()
+
+    def backend_of(self, session: DesktopSession) -> Backend | None:
+        """Where a ready session's container listens, or None when it has no port yet."""
+        if session.host_port is None:
+            return None
+        return Backend("127.0.0.1", session.host_port, session.vnc_password)
+
+    def timing_of(self, session: DesktopSession) -> Timing | None:
+        """A ready session's deadlines and warning, from the freshest clocks this process has."""
+        if session.state != READY:
+            return None
+        return timing(
+            session, self.desktop(session.desktop), now=self._clock.seconds(),
+            last_input=self.activity.last_input(session.id),
+            last_connected=self.activity.last_connected(session.id),
+            connected=self._connected(session.id) > 0,
+        )
+
+    # -- starting -----------------------------------------------------------------------
+
+    @inlineCallbacks
+    def start(self, identity: Identity, desktop_name: str) -> Deferred[tuple[DesktopSession, bool]]:
+        """Ask for a desktop for a user; returns (session, created) without waiting for the engine.
+
+        The new session is `starting` when it fits now, else `queued`; an active session of
+        the same desktop is returned instead of a second one (created False). Raises
+        UnknownDesktop, DesktopNotAllowed, and from the store SessionLimitReached, DoesNotFit,
+        QueueFull; ContainerEngineUnavailable when the session to hand back cannot be confirmed.
+        """
+        desktop = self._desktops.get(desktop_name)
+        if desktop is None:
+            raise UnknownDesktop(desktop_name)
+        if not desktop.allows(identity.user_id, identity.groups):
+            raise DesktopNotAllowed(desktop_name)
+        now = self._clock.seconds()
+        candidate = DesktopSession(
+            id=new_session_id(), owner=identity.user_id, desktop=desktop_name, state=QUEUED,
+            reason=None, container_id=None, host_port=None, vnc_password=secrets.token_urlsafe(24),
+            created=now, updated=now, memory=desktop.memory_bytes,
+        )
+        session, created, started = yield self._store.admit(
+            candidate, self._limits, self._max_per_user, can_start=self.engine.available
+        )
+        if not created:
+            if session.state == READY and not self.engine.available:
+                # Its container cannot be confirmed: handing it back could mean a dead page.
+                raise ContainerEngineUnavailable(self.engine.problem or "the container engine is unreachable")
+            return (session, False)
+        if session.state == QUEUED:
+            self._log.info(
+                "session {session}: {user} queued for {desktop}", session=session.id,
+                user=identity.user_id, desktop=desktop_name,
+            )
+        yield self._audit(identity.user_id, "start", session.id, desktop_name)
+        self._launch_all(started)
+        return (session, True)
+
+    @inlineCallbacks
+    def drain(self) -> Deferred[list[DesktopSession]]:
+        """Start the queued sessions that fit now (after a stop, a failure, or the engine's return)."""
+        if not self.engine.available:
+            return []
+        started = yield self._store.promote(self._limits, self._clock.seconds())
+        self._launch_all(started)
+        if started:
+            yield self._queue_moved()
+        return started
+
+    @inlineCallbacks
+    def _queue_moved(self) -> Deferred[None]:
+        positions = yield self._store.queue_positions()
+        self.watch.changed(positions)
+
+    def _launch_all(self, started: list[DesktopSession]) -> None:
+        for session in started:
+            self.watch.changed([session.id])
+            self._work(session, self._launch(session))
+
+    def _work(self, session: DesktopSession, d: Deferred[None]) -> None:
+        if session.id in self._working:
+            d.cancel()
+            return
+        self._working[session.id] = d
+
+        def bug(failure: Failure) -> Deferred[None] | None:
+            if failure.check(CancelledError):
+                return None
+            # A bug, not the engine: the user is told, the session does not hang in starting.
+            self._log.failure("starting session {session} failed", failure, session=session.id)
+            return self._fail(session, "The desktop could not be started because of an error on the server.")
+
+        def done(_: object) -> None:
+            self._working.pop(session.id, None)
+
+        d.addErrback(bug)
+        d.addBoth(done)
+
+    @inlineCallbacks
+    def _launch(self, session: DesktopSession) -> Deferred[None]:
+        desktop = self._desktops.get(session.desktop)
+        if desktop is None:
+            yield self._fail(session, "This desktop is no longer offered.")
+            return
+        spec = ContainerSpec(session.id, session.owner, self.instance, desktop, session.vnc_password)
+        try:
+            info = yield self.provisioner.start(spec)
+        except ContainerEngineTimedOut as e:
+            # The engine may still carry out the create: the provisioner removes what appears,
+            # and the event follower removes any container of a session that is not starting.
+            yield self._fail(session, "The desktop server did not answer in time. Please try again.", str(e))
+            return
+        except ContainerEngineUnavailable as e:
+            # Nothing was created: back to its place in the queue until the engine returns.
+            self.engine.lost(str(e))
+            yield self._store.update_session(session.id, self._clock.seconds(), expect=[STARTING], state=QUEUED)
+            self._log.warn("session {session} waits for the container engine: {problem}",
+                           session=session.id, problem=str(e))
+            self.watch.changed([session.id])
+            return
+        except ContainerStartFailed as e:
+            yield self._fail(session, str(e))
+            return
+        updated = yield self._store.update_session(
+            session.id, self._clock.seconds(), expect=[STARTING],
+            container_id=info.container_id, host_port=info.host_port,
+        )
+        if updated is None:
+            # Stopped while the engine was creating it: do not leave the container behind.
+            yield self.remove_quietly(info.container_id)
+            return
+        self._log.info(
+            "session {session}: {user} started {desktop} in container {container}",
+            session=session.id, user=session.owner, desktop=session.desktop, container=info.container_id[:12],
+        )
+        yield self._wait_until_ready(updated)
+
+    def watch_until_ready(self, session: DesktopSession) -> None:
+        """Wait in the background for a starting session with a container (adopted, say)."""
+        self._work(session, self._wait_until_ready(session))
+
+    def working_on(self, session_id: str) -> bool:
+        """Whether this process is creating or waiting for this session's container."""
+        return session_id in self._working
+
+    @inlineCallbacks
+    def _wait_until_ready(self, session: DesktopSession) -> Deferred[None]:
+        deadline = self._clock.seconds() + self._start_timeout
+        backend = self.backend_of(session)
+        probes = 0
+        while True:
+            current = yield self._store.get_session(session.id)
+            if current is None or current.state != STARTING:
+                return  # stopped meanwhile; the stop removes the container
+            if backend is not None and (yield self._probe(backend)):
+                now = self._clock.seconds()
+                ready = yield self._store.update_session(
+                    session.id, now, expect=[STARTING], state=READY, ready_at=now, last_connected=now,
+                )
+                if ready is not None:
+                    self._log.info("session {session} is ready after {elapsed:.1f}s",
+                                   session=session.id, elapsed=now - session.created)
+                    self.watch.changed([session.id])
+                    # It no longer counts as starting: the next queued start may begin.
+                    yield self.drain()
+                return
+            # Not answering yet: is the container still there at all?
+            problem = None
+            if probes % 4 == 3 or self._clock.seconds() >= deadline:
+                try:
+                    info = yield self.provisioner.inspect(session.container_id)
+                except ContainerEngineUnavailable as e:
+                    info, problem = None, str(e)
+                if info is None and problem is None:
+                    yield self._fail(session, "The desktop's container disappeared while starting.")
+                    return
+                if info is not None and not info.running:
+                    logs = yield self.provisioner.logs_tail(info.container_id, 5)
+                    reason = info.problem or f"the container stopped ({info.status})"
+                    if logs.strip():
+                        reason += ": " + " | ".join(line for line in logs.strip().splitlines()[-3:])
+                    yield self._fail(session, f"The desktop stopped while starting: {reason}")
+                    return
+            if self._clock.seconds() >= deadline:
+                yield self._fail(
+                    session, f"The desktop did not become ready within {self._start_timeout:.0f} seconds.", problem
+                )
+                return
+            interval = PROBE_INTERVALS[probes] if probes < len(PROBE_INTERVALS) else PROBE_INTERVAL
+            probes += 1
+            yield deferLater(self._clock, interval, lambda: None)
+
+    @inlineCallbacks
+    def _fail(self, session: DesktopSession, reason: str, detail: str | None = None) -> Deferred[None]:
+        """Mark a starting session failed and remove its container."""
+        failed = yield self._store.update_session(
+            session.id, self._clock.seconds(), expect=[STARTING], state=FAILED, reason=reason,
+            end_reason=START_FAILED,
+        )
+        if failed is None:
+            return
+        self._log.warn("session {session} failed to start: {reason}", session=session.id, reason=detail or reason)
+        yield self._audit(session.owner, "start-failed", session.id, detail or reason)
+        current = yield self._store.get_session(session.id)
+        if current is not None and current.container_id:
+            yield self.remove_quietly(current.container_id)
+        self.watch.changed([session.id])
+        yield self.drain()
+
+    # -- stopping -----------------------------------------------------------------------
+
+    @inlineCallbacks
+    def stop(
+        self, session: DesktopSession, actor: str, end_reason: str = USER,
+        reason: str = "Stopped by you.",
+    ) -> Deferred[DesktopSession]:
+        """Stop a session (or cancel a queued start): close its connections, remove its
+        container, mark it stopped with why.
+
+        If the engine is unreachable the session stays `stopping` (and the error propagates);
+        reconcile finishes the job once the engine is back.
+        """
+        queued = yield self._store.update_session(
+            session.id, self._clock.seconds(), expect=[QUEUED], state=STOPPED, reason=reason, end_reason=end_reason,
+        )
+        if queued is not None:
+            self._log.info("session {session}: queued start cancelled ({end_reason})",
+                           session=session.id, end_reason=end_reason)
+            yield self._audit(actor, "cancel", session.id, end_reason)
+            self.watch.changed([session.id])
+            yield self._queue_moved()
+            return queued
+        stopping = yield self._store.update_session(
+            session.id, self._clock.seconds(), expect=[STARTING, READY], state=STOPPING, reason=reason,
+            end_reason=end_reason,
+        )
+        if stopping is None:
+            return (yield self._store.get_session(session.id))
+        self._ended(session.id, reason)
+        yield self._audit(actor, "stop", session.id, end_reason)
+        return (yield self.finish_stop(stopping))
+
+    @inlineCallbacks
+    def finish_stop(self, session: DesktopSession) -> Deferred[DesktopSession]:
+        """Remove a stopping session's container and mark it stopped; then start what now fits."""
+        if session.container_id:
+            yield self.provisioner.remove(session.container_id, self.stop_timeout)
+        stopped = yield self._store.update_session(
+            session.id, self._clock.seconds(), expect=[STOPPING], state=STOPPED
+        )
+        self._log.info("session {session} stopped ({end_reason}): {reason}", session=session.id,
+                       end_reason=session.end_reason, reason=session.reason)
+        self.watch.changed([session.id])
+        yield self.drain()
+        return stopped or session
+
+    @inlineCallbacks
+    def end(self, session: DesktopSession, end_reason: str, reason: str) -> Deferred[bool]:
+        """A session's container is gone or dead without our asking: end the session with why,
+        close its connections, remove what is left. False if it had already ended."""
+        ended = yield self._store.update_session(
+            session.id, self._clock.seconds(), expect=[STARTING, READY, STOPPING],
+            state=STOPPED if session.state != STARTING else FAILED, reason=reason, end_reason=end_reason,
+        )
+        if ended is None:
+            return False
+        self._ended(session.id, reason)
+        self._log.warn("session {session} of {user} ended ({end_reason}): {reason}", session=session.id,
+                       user=session.owner, end_reason=end_reason, reason=reason)
+        yield self._audit("engine", "end", session.id, end_reason)
+        self.watch.changed([session.id])
+        if ended.container_id:
+            yield self.remove_quietly(ended.container_id)
+        yield self.drain()
+        return True
+
+    def _ended(self, session_id: str, reason: str) -> None:
+        self.activity.forget(session_id)
+        self._warnings.pop(session_id, None)
+        self._on_session_ended(session_id, reason)
+
+    @inlineCallbacks
+    def remove_quietly(self, container_id: str) -> Deferred[None]:
+        """Remove a container, leaving it to reconcile when the engine cannot be reached now."""
+        try:
+            yield self.provisioner.remove(container_id, self.stop_timeout)
+        except ContainerEngineUnavailable as e:
+            self._log.warn("could not remove container {container} now: {problem}",
+                           container=container_id[:12], problem=str(e))
+
+    # -- the idle, lifetime and disconnect policies -------------------------------------
+
+    @inlineCallbacks
+    def reap(self) -> Deferred[None]:
+        """Stop the ready sessions whose deadline passed; update warnings; persist activity."""
+        for session in (yield self._store.sessions_in(READY)):
+            if self._connected(session.id) > 0:
+                self.activity.connected(session.id)
+            t = self.timing_of(session)
+            if t is None:
+                continue
+            if t.due is not None:
+                desktop = self.desktop(session.desktop)
+                assert desktop is not None
+                yield self.stop(session, "relay", t.due, _policy_words(t.due, desktop))
+                continue
+            if self._warnings.get(session.id) != t.warning:
+                self._warnings[session.id] = t.warning
+                if t.warning is not None:
+                    self._log.info("session {session}: warned of a {policy} stop in {seconds:.0f}s",
+                                   session=session.id, policy=t.warning[0],
+                                   seconds=t.warning[1] - self._clock.seconds())
+                self.watch.changed([session.id])
+        yield self.flush_activity()
+
+    def flush_activity(self) -> Deferred[None]:
+        """Write the clocks that moved since the last flush."""
+        dirty = self.activity.take_dirty()
+        return self._store.record_activity(dirty) if dirty else succeed(None)
+
+    def input_seen(self, session_id: str) -> None:
+        """The bridge saw user input: note it, and lift a warning at once rather than next tick."""
+        self.activity.touch(session_id)
+        warning = self._warnings.get(session_id)
+        if warning is not None and warning[0] == IDLE:
+            self._warnings[session_id] = None
+            self.watch.changed([session_id])
+
+    def _audit(self, actor: str, action: str, target: str, detail: str = "") -> Deferred[None]:
+        return self._store.audit(self._clock.seconds(), actor, action, target, detail)
+
+    def working(self) -> list[Deferred[None]]:
+        """Container creations and readiness waits in progress (for orderly shutdown and tests)."""
+        return list(self._working.values())
+
+
+
+def _policy_words(policy: str, desktop: DesktopType) -> str:
+    if policy == IDLE:
+        assert desktop.idle_timeout is not None
+        return f"Stopped after {minutes(desktop.idle_timeout)} without input."
+    if policy == LIFETIME:
+        assert desktop.max_lifetime is not None
+        return f"Stopped after its maximum time of {minutes(desktop.max_lifetime)}."
+    assert desktop.disconnect_grace is not None
+    return f"Stopped after {minutes(desktop.disconnect_grace)} with no browser connected."
