@@ -127,6 +127,8 @@ class RelayService(MultiService):
             access=self.access,
             assets=AssetRelay(reactor),
             bridges=self.bridges,
+            sessions=self.sessions,
+            store=self.store,
         )
         site = Site(web.app.resource())
         site.displayTracebacks = False

@@ -355,6 +355,12 @@ class SQLiteStore:
             lambda c: c.execute("DELETE FROM web_sessions WHERE token_hash = ?", (token_hash,)) and None
         )
 
+    def count_web_sessions(self, user_id: str) -> Deferred[int]:
+        """How many browsers a user is signed in with."""
+        return self._run(
+            lambda c: c.execute("SELECT COUNT(*) FROM web_sessions WHERE user_id = ?", (user_id,)).fetchone()[0]
+        )
+
     def purge_web_sessions(self, idle_before: float, created_before: float) -> Deferred[int]:
         """Delete expired sign-ins; returns how many."""
         return self._run(

@@ -14,9 +14,10 @@ from twisted.internet import defer
 from twisted.web.client import Agent, HTTPConnectionPool
 from twisted.web.server import Site
 
-from desktop_relay.auth.websessions import WebSessions
+from desktop_relay.auth.websessions import WebSessions, token_hash
+from desktop_relay.capacity import CapacityLimits
 from desktop_relay.lifecycle import DesktopSessions
-from desktop_relay.store import SQLiteStore
+from desktop_relay.store import SQLiteStore, WebSession
 from desktop_relay.web.api import UserAPI
 from desktop_relay.web.guard import RequestGuard
 
@@ -152,3 +153,47 @@ async def test_bad_bodies_get_their_problem(api: API, body: Any, status: int, sl
     await api.sign_in()
     code, _, problem = await api.post("/sessions", body)
     assert code == status and problem["type"].endswith(slug)
+
+
+@pytest_twisted.ensureDeferred
+async def test_wait_ready_answers_as_soon_as_the_desktop_is_ready(api: API) -> None:
+    await api.sign_in()
+    probe_answer: defer.Deferred[bool] = defer.Deferred()
+    api.sessions._probe = lambda backend: probe_answer
+    _, _, started = await api.post("/sessions", {"desktop": "demo"})
+    waiting = defer.ensureDeferred(api.get(f"/sessions/{started['id']}?wait=ready"))
+    from twisted.internet import reactor
+    from twisted.internet.task import deferLater
+
+    await deferLater(reactor, 0.2, lambda: None)
+    assert not waiting.called
+    probe_answer.callback(True)
+    status, _, view = await waiting
+    assert status == 200 and view["state"] == "ready" and view["idle_deadline"] is not None
+    assert view["client_url"].startswith(f"/desktop/{started['id']}/?path=desktop%2F{started['id']}%2Fwebsockify")
+
+
+@pytest_twisted.ensureDeferred
+async def test_full_queue_is_503_with_retry_after_and_writes_nothing(store: SQLiteStore) -> None:
+    api = API(store, FakeProvisioner([IMAGE]))
+    api.sessions._limits = CapacityLimits(max_total=0, max_queued=1)
+    try:
+        await api.sign_in()
+        status, _, queued = await api.post("/sessions", {"desktop": "demo"})
+        assert status == 202 and queued["state"] == "queued" and queued["position"] == 1
+        await api.store.add_web_session(WebSession(token_hash("b"), "bert", "Bert", frozenset(), 1e12, 1e12))
+        api.cookie = f"{api.web_sessions.cookie_name.decode()}=b"
+        status, headers, problem = await api.post("/sessions", {"desktop": "demo"})
+        assert status == 503 and headers["retry-after"] == "60" and problem["type"].endswith("queue-full")
+        assert await api.store.sessions_of("bert") == []
+    finally:
+        await api.port.stopListening()
+
+
+@pytest_twisted.ensureDeferred
+async def test_wait_takes_only_ready_or_change(api: API) -> None:
+    await api.sign_in()
+    _, _, started = await api.post("/sessions", {"desktop": "demo"})
+    status, _, problem = await api.get(f"/sessions/{started['id']}?wait=forever")
+    assert status == 400 and problem["type"].endswith("invalid-parameter")
+    await api.settle()

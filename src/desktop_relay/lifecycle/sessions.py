@@ -379,6 +379,16 @@ class DesktopSessions:
         return (yield self.finish_stop(stopping))
 
     @inlineCallbacks
+    def stop_all_of(self, user_id: str, actor: str, end_reason: str, reason: str) -> Deferred[int]:
+        """Stop every active session of a user (signed out everywhere, say); returns how many."""
+        stopped = 0
+        for session in (yield self._store.sessions_of(user_id)):
+            if session.state in (QUEUED, STARTING, READY):
+                yield self.stop(session, actor, end_reason, reason)
+                stopped += 1
+        return stopped
+
+    @inlineCallbacks
     def finish_stop(self, session: DesktopSession) -> Deferred[DesktopSession]:
         """Remove a stopping session's container and mark it stopped; then start what now fits."""
         if session.container_id:

@@ -28,8 +28,11 @@ from ..auth.header import TrustedHeaders
 from ..auth.oidc import OpenIDSignIn, SignInFailed
 from ..auth.roles import Roles
 from ..auth.throttle import LoginThrottle
+from ..lifecycle import DesktopSessions
+from ..lifecycle.reasons import SIGNED_OUT
 from ..relay.assets import AssetRelay
 from ..relay.websocket import CLOSE_SIGNED_OUT, DesktopBridgeFactory
+from ..store import SQLiteStore
 from .access import DesktopAccess
 from .api import UserAPI, client_url
 from .guard import RequestGuard
@@ -70,6 +73,8 @@ class RelayWeb:
         access: DesktopAccess,
         assets: AssetRelay,
         bridges: DesktopBridgeFactory,
+        sessions: DesktopSessions,
+        store: SQLiteStore,
     ) -> None:
         if (authenticator, oidc, headers).count(None) != 2:
             raise ValueError("exactly one sign-in method: authenticator, oidc or headers")
@@ -86,6 +91,8 @@ class RelayWeb:
         self._access = access
         self._assets = assets
         self._bridges = bridges
+        self._sessions = sessions
+        self._store = store
         self._websocket = WebSocketResource(bridges)
         self._static = File(str(files("desktop_relay.web").joinpath("static")))
 
@@ -222,8 +229,15 @@ class RelayWeb:
         web = yield self._guard.sessions.end(request)
         if web is not None:
             closed = self._bridges.close_user(web.user_id, CLOSE_SIGNED_OUT, "signed out")
-            self._log.info("{user} signed out; {count} desktop connection(s) closed",
-                           user=web.user_id, count=closed)
+            stopped = 0
+            # Signed out of the last browser: nobody can reach the desktops any more, so they go
+            # now instead of holding a container until the disconnect grace or idle timeout.
+            if (yield self._store.count_web_sessions(web.user_id)) == 0:
+                stopped = yield self._sessions.stop_all_of(
+                    web.user_id, web.user_id, SIGNED_OUT, "Stopped because you signed out."
+                )
+            self._log.info("{user} signed out; {count} desktop connection(s) closed, {stopped} desktop(s) stopped",
+                           user=web.user_id, count=closed, stopped=stopped)
         return redirect(request, "/login")
 
     @app.route("/desktop/<session_id>", methods=["GET", "HEAD"])
