@@ -9,7 +9,8 @@ are the truth the store is brought back to.
 from __future__ import annotations
 
 import secrets
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Generator, Mapping
+from typing import Any
 
 from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.interfaces import IReactorTime
@@ -66,7 +67,7 @@ class DesktopSessions:
         max_per_user: int,
         start_timeout: float,
         stop_timeout: int,
-        on_session_ended: Callable[[str], None] = lambda session_id: None,
+        on_session_ended: Callable[[str], object] = lambda session_id: None,
     ) -> None:
         self._store = store
         self._provisioner = provisioner
@@ -98,7 +99,9 @@ class DesktopSessions:
         return Backend("127.0.0.1", session.host_port, session.vnc_password)
 
     @inlineCallbacks
-    def start(self, identity: Identity, desktop_name: str) -> Deferred[tuple[DesktopSession, bool]]:
+    def start(
+        self, identity: Identity, desktop_name: str
+    ) -> Generator[Deferred[Any], Any, tuple[DesktopSession, bool]]:
         """Start a session of a desktop for a user; returns (session, created).
 
         An active session of the same desktop is returned instead of starting a second one
@@ -182,15 +185,18 @@ class DesktopSessions:
         d.addBoth(done)
 
     @inlineCallbacks
-    def _wait_until_ready(self, session: DesktopSession) -> Deferred[None]:
+    def _wait_until_ready(self, session: DesktopSession) -> Generator[Deferred[Any], Any, None]:
         deadline = session.created + self._start_timeout
         backend = self.backend_of(session)
+        container_id = session.container_id
+        assert container_id is not None  # only sessions with a container are watched
         while True:
             current = yield self._store.get_session(session.id)
             if current is None or current.state != STARTING:
                 return  # stopped meanwhile; the stop removes the container
+            problem: str | None
             try:
-                info = yield self._provisioner.inspect(session.container_id)
+                info = yield self._provisioner.inspect(container_id)
             except ContainerEngineUnavailable as e:
                 info, problem = None, str(e)
             else:
@@ -224,7 +230,7 @@ class DesktopSessions:
             yield deferLater(self._clock, PROBE_INTERVAL, lambda: None)
 
     @inlineCallbacks
-    def _fail(self, session: DesktopSession, reason: str) -> Deferred[None]:
+    def _fail(self, session: DesktopSession, reason: str) -> Generator[Deferred[Any], Any, None]:
         """Mark a starting session failed and remove its container."""
         failed = yield self._store.update_session(
             session.id, self._clock.seconds(), expect=[STARTING], state=FAILED, reason=reason
@@ -239,7 +245,7 @@ class DesktopSessions:
     @inlineCallbacks
     def stop(
         self, session: DesktopSession, actor: str, reason: str = "stopped by the user"
-    ) -> Deferred[DesktopSession]:
+    ) -> Generator[Deferred[Any], Any, DesktopSession]:
         """Stop a session: close its connections, remove its container, mark it stopped.
 
         If the engine is unreachable the session stays `stopping` (and the error propagates);
@@ -255,7 +261,7 @@ class DesktopSessions:
         return (yield self._finish_stop(stopping))
 
     @inlineCallbacks
-    def _finish_stop(self, session: DesktopSession) -> Deferred[DesktopSession]:
+    def _finish_stop(self, session: DesktopSession) -> Generator[Deferred[Any], Any, DesktopSession]:
         if session.container_id:
             yield self._provisioner.remove(session.container_id, self._stop_timeout)
         stopped = yield self._store.update_session(
@@ -265,7 +271,7 @@ class DesktopSessions:
         return stopped or session
 
     @inlineCallbacks
-    def _remove_quietly(self, container_id: str) -> Deferred[None]:
+    def _remove_quietly(self, container_id: str) -> Generator[Deferred[Any], Any, None]:
         try:
             yield self._provisioner.remove(container_id, self._stop_timeout)
         except ContainerEngineUnavailable as e:
@@ -274,7 +280,7 @@ class DesktopSessions:
                            container=container_id[:12], problem=str(e))
 
     @inlineCallbacks
-    def reconcile(self) -> Deferred[None]:
+    def reconcile(self) -> Generator[Deferred[Any], Any, None]:
         """Bring the store in line with the containers Docker reports for this instance."""
         containers: list[ContainerInfo] = yield self._provisioner.list_managed(self._instance)
         by_session = {c.session_id: c for c in containers}
@@ -299,7 +305,7 @@ class DesktopSessions:
             yield self._adopt_or_remove(info)
 
     @inlineCallbacks
-    def _end_vanished(self, session: DesktopSession, reason: str) -> Deferred[None]:
+    def _end_vanished(self, session: DesktopSession, reason: str) -> Generator[Deferred[Any], Any, None]:
         ended = yield self._store.update_session(
             session.id, self._clock.seconds(), expect=ACTIVE_STATES, state=STOPPED, reason=reason
         )
@@ -308,7 +314,7 @@ class DesktopSessions:
             self._log.warn("session {session} ended: {reason}", session=session.id, reason=reason)
 
     @inlineCallbacks
-    def _adopt_or_remove(self, info: ContainerInfo) -> Deferred[None]:
+    def _adopt_or_remove(self, info: ContainerInfo) -> Generator[Deferred[Any], Any, None]:
         """A labelled container with no active session: adopt it if it is a lost session, else remove it."""
         known = yield self._store.get_session(info.session_id)
         if known is not None or not info.running or not info.vnc_password or info.desktop not in self._desktops:

@@ -5,6 +5,7 @@ This is the one place that knows every part; the parts only know the interfaces 
 
 from __future__ import annotations
 
+from collections.abc import Generator
 from typing import Any
 
 from twisted.application.internet import StreamServerEndpointService, TimerService
@@ -127,7 +128,7 @@ class RelayService(MultiService):
         self._ready = self._start()
 
     @inlineCallbacks
-    def _start(self) -> Deferred[None]:
+    def _start(self) -> Generator[Deferred[Any], Any, None]:
         try:
             yield self.store.open()
         except Exception:  # noqa: BLE001 - any failure to open the database is fatal, and logged
@@ -157,7 +158,7 @@ class RelayService(MultiService):
                        url=self.config.public_url, instance=self.config.instance)
 
     @inlineCallbacks
-    def _reconcile(self) -> Deferred[None]:
+    def _reconcile(self) -> Generator[Deferred[Any], Any, None]:
         try:
             yield self.sessions.reconcile()
         except ContainerEngineUnavailable as e:
@@ -166,7 +167,7 @@ class RelayService(MultiService):
             self._log.failure("reconcile failed")
 
     @inlineCallbacks
-    def stopService(self) -> Deferred[None]:
+    def stopService(self) -> Generator[Deferred[Any], Any, None]:
         if self._ready is not None:
             yield self._ready
         # Browsers get a clean 1001 and reconnect to the next relay process.
