@@ -34,6 +34,8 @@ setup(
             "oidc-provider-mock>=0.3",
             # Drives Debian's /usr/bin/chromium in tests/apache (it never downloads a browser).
             "playwright>=1.40",
+            # Lint and type checks, run by tox before the tests (ruff.toml, mypy.ini).
+            "ruff>=0.5", "mypy>=1.10", "mypy-zope>=1.0", "types-docker>=7.1",
         ],
     },
 )

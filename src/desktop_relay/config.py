@@ -634,7 +634,8 @@ def _read_desktops(reader: _Reader) -> Mapping[str, DesktopType]:
             idle_warning=reader.value(section, "idle_warning", k, _duration),
             max_sessions=reader.value(section, "max_sessions", k, _off(_positive_int)),
         )
-        if desktops[name].idle_timeout is not None and desktops[name].idle_warning >= desktops[name].idle_timeout:
+        idle_timeout = desktops[name].idle_timeout
+        if idle_timeout is not None and desktops[name].idle_warning >= idle_timeout:
             raise reader.fail(section, "idle_warning", "must be shorter than idle_timeout")
     if not desktops:
         raise ConfigError(f"{reader.path}: no [desktop:NAME] section: there is nothing to start")

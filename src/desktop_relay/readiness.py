@@ -116,4 +116,5 @@ class _DiscardBody(Protocol):
 
     def _drop(self) -> None:
         if self.transport is not None:
-            self.transport.stopProducing()
+            # A response body's transport is an IPushProducer.
+            self.transport.stopProducing()  # type: ignore[attr-defined]

@@ -5,6 +5,7 @@ This is the one place that knows every part; the parts only know the interfaces 
 
 from __future__ import annotations
 
+from collections.abc import Generator
 from typing import Any
 
 from twisted.application.internet import StreamServerEndpointService, TimerService
@@ -39,6 +40,9 @@ class RelayService(MultiService):
     """The relay: opens the store, reconciles with Docker, then listens; undoes it in reverse."""
 
     _log = Logger()
+    # Declared here: the bridges' callbacks refer to them before __init__ has made them.
+    sessions: DesktopSessions
+    access: DesktopAccess
 
     def __init__(self, config: RelayConfig, reactor: Any) -> None:
         super().__init__()
@@ -69,7 +73,7 @@ class RelayService(MultiService):
         self._docker_pool = docker_threadpool(config.docker_threads + 1)
         provisioner = DockerProvisioner(
             reactor=reactor, threadpool=self._docker_pool, url=config.docker_url, port_range=config.port_range,
-            timeout=config.engine_timeout,
+            timeout=max(1, round(config.engine_timeout)),
         )
         self.web_sessions = WebSessions(
             self.store, reactor, secure=config.secure_cookies,
@@ -144,7 +148,7 @@ class RelayService(MultiService):
         self._ready = self._start()
 
     @inlineCallbacks
-    def _start(self) -> Deferred[None]:
+    def _start(self) -> Generator[Deferred[Any], Any, None]:
         try:
             yield self.store.open()
         except Exception:  # noqa: BLE001 - any failure to open the database is fatal, and logged
@@ -174,7 +178,7 @@ class RelayService(MultiService):
                        url=self.config.public_url, instance=self.config.instance)
 
     @inlineCallbacks
-    def stopService(self) -> Deferred[None]:
+    def stopService(self) -> Generator[Deferred[Any], Any, None]:
         if self._ready is not None:
             yield self._ready
         # Browsers get a clean 1001 and reconnect to the next relay process.

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from importlib.resources import files
 from pathlib import Path
 from typing import Any, TypeVar
@@ -98,7 +98,7 @@ class SQLiteStore:
         """Start the store's thread, open the file and bring the schema up to date."""
         self._pool.start()
         d = self._run(lambda c: None, connect=True)
-        d.addErrback(lambda failure: (self._pool.stop(), failure)[1])
+        d.addErrback(self._stop_thread)
         return d
 
     def close(self) -> Deferred[None]:
@@ -110,8 +110,12 @@ class SQLiteStore:
                 self._connection = None
 
         d = deferToThreadPool(self._reactor, self._pool, close)
-        d.addBoth(lambda result: (self._pool.stop(), result)[1])
+        d.addBoth(self._stop_thread)
         return d
+
+    def _stop_thread(self, result: T) -> T:
+        self._pool.stop()
+        return result
 
     def _run(self, work: Callable[[sqlite3.Connection], T], connect: bool = False) -> Deferred[T]:
         def in_thread() -> T:
@@ -252,7 +256,7 @@ class SQLiteStore:
     def delete_session(self, session_id: str) -> Deferred[None]:
         """Remove a session row that never got a container (e.g. the engine was unreachable)."""
         return self._run(
-            lambda c: c.execute("DELETE FROM desktop_sessions WHERE id = ?", (session_id,)) and None
+            lambda c: _execute(c, "DELETE FROM desktop_sessions WHERE id = ?", (session_id,))
         )
 
     def get_session(self, session_id: str) -> Deferred[DesktopSession | None]:
@@ -305,7 +309,8 @@ class SQLiteStore:
     def add_web_session(self, web: WebSession) -> Deferred[None]:
         """Record a new signed-in browser."""
         return self._run(
-            lambda c: c.execute(
+            lambda c: _execute(
+                c,
                 "INSERT INTO web_sessions (token_hash, user_id, display_name, groups_json, created,"
                 " last_seen, role) VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (
@@ -318,7 +323,6 @@ class SQLiteStore:
                     web.role,
                 ),
             )
-            and None
         )
 
     def get_web_session(self, token_hash: str) -> Deferred[WebSession | None]:
@@ -343,16 +347,16 @@ class SQLiteStore:
     def touch_web_session(self, token_hash: str, now: float) -> Deferred[None]:
         """Note that a signed-in browser was seen now (for idle expiry)."""
         return self._run(
-            lambda c: c.execute(
+            lambda c: _execute(
+                c,
                 "UPDATE web_sessions SET last_seen = ? WHERE token_hash = ?", (now, token_hash)
             )
-            and None
         )
 
     def delete_web_session(self, token_hash: str) -> Deferred[None]:
         """Sign a browser out."""
         return self._run(
-            lambda c: c.execute("DELETE FROM web_sessions WHERE token_hash = ?", (token_hash,)) and None
+            lambda c: _execute(c, "DELETE FROM web_sessions WHERE token_hash = ?", (token_hash,))
         )
 
     def count_web_sessions(self, user_id: str) -> Deferred[int]:
@@ -375,11 +379,11 @@ class SQLiteStore:
     def audit(self, at: float, actor: str, action: str, target: str, detail: str = "") -> Deferred[None]:
         """Append one line to the audit trail."""
         return self._run(
-            lambda c: c.execute(
+            lambda c: _execute(
+                c,
                 "INSERT INTO audit (at, actor, action, target, detail) VALUES (?, ?, ?, ?, ?)",
                 (at, actor, action, target, detail),
             )
-            and None
         )
 
     def audit_trail(self, limit: int = 100) -> Deferred[list[dict[str, Any]]]:
@@ -425,6 +429,11 @@ def _promote(c: sqlite3.Connection, limits: CapacityLimits, now: float) -> list[
 
 def _session(row: sqlite3.Row) -> DesktopSession:
     return DesktopSession(**{key: row[key] for key in row.keys()})
+
+
+def _execute(c: sqlite3.Connection, sql: str, params: Sequence[Any] | Mapping[str, Any]) -> None:
+    """Run one statement for its effect; its cursor is not wanted."""
+    c.execute(sql, params)
 
 
 def _one(c: sqlite3.Connection, sql: str, params: Iterable[Any]) -> DesktopSession | None:

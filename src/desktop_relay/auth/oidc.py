@@ -13,7 +13,7 @@ import base64
 import hashlib
 import json
 import secrets
-from collections.abc import Mapping
+from collections.abc import Generator, Mapping
 from typing import Any
 from urllib.parse import quote, urlencode, urlsplit
 
@@ -287,7 +287,7 @@ class OpenIDProvider:
         self._keys_fetched = float("-inf")
 
     @inlineCallbacks
-    def metadata(self) -> Deferred[ProviderMetadata]:
+    def metadata(self) -> Generator[Deferred[Any], Any, ProviderMetadata]:
         """The provider's endpoints; fetched once, and again after a failure."""
         if self._metadata is not None:
             return self._metadata
@@ -309,7 +309,7 @@ class OpenIDProvider:
         return self._metadata
 
     @inlineCallbacks
-    def keys_for(self, token: str) -> Deferred[KeySet]:
+    def keys_for(self, token: str) -> Generator[Deferred[Any], Any, KeySet]:
         """The provider's keys, fetched again when the token names a key id we do not have."""
         kid = _token_header(token).get("kid")
         now = self._clock.seconds()
@@ -319,7 +319,7 @@ class OpenIDProvider:
             metadata = yield self.metadata()
             document = yield self._get_json(metadata.jwks_uri, "key set")
             try:
-                keys = KeySet.import_key_set(document)  # type: ignore[arg-type]
+                keys = KeySet.import_key_set(document)
             except (JoseError, ValueError, KeyError, TypeError) as e:
                 raise ProviderUnavailable(f"key set from {metadata.jwks_uri} unusable: {e}") from None
             if self._keys is not None:
@@ -343,7 +343,7 @@ class OpenIDProvider:
         return metadata.authorization_endpoint + separator + query
 
     @inlineCallbacks
-    def sign_in(self, pending: PendingSignIn, code: str, redirect_uri: str) -> Deferred[Identity]:
+    def sign_in(self, pending: PendingSignIn, code: str, redirect_uri: str) -> Generator[Deferred[Any], Any, Identity]:
         """Exchange the code, validate the ID token, read userinfo, and say who signed in."""
         s = self._settings
         metadata = yield self.metadata()
@@ -382,7 +382,9 @@ class OpenIDProvider:
         return identity_from_claims(claims, s)
 
     @inlineCallbacks
-    def _post_token(self, url: str, form: dict[str, str], headers: dict[bytes, list[bytes]]) -> Deferred[dict]:
+    def _post_token(
+        self, url: str, form: dict[str, str], headers: dict[bytes, list[bytes]]
+    ) -> Generator[Deferred[Any], Any, dict]:
         try:
             response = yield self._http.post(url, data=form, timeout=HTTP_TIMEOUT, headers=headers)
             body = yield _read_limited(response)
@@ -406,7 +408,9 @@ class OpenIDProvider:
         raise TokenRejected(f"token endpoint answered {response.code}: {error or body[:200]!r}")
 
     @inlineCallbacks
-    def _get_json(self, url: str, what: str, headers: dict[bytes, list[bytes]] | None = None) -> Deferred[dict]:
+    def _get_json(
+        self, url: str, what: str, headers: dict[bytes, list[bytes]] | None = None
+    ) -> Generator[Deferred[Any], Any, dict]:
         try:
             response = yield self._http.get(
                 url, timeout=HTTP_TIMEOUT, headers={b"Accept": [b"application/json"], **(headers or {})}
@@ -429,7 +433,7 @@ def _has_kid(keys: KeySet, kid: object) -> bool:
 
 
 @inlineCallbacks
-def _read_limited(response: Any) -> Deferred[bytes]:
+def _read_limited(response: Any) -> Generator[Deferred[Any], Any, bytes]:
     length = response.length
     if isinstance(length, int) and length > MAX_ANSWER:
         raise ProviderUnavailable(f"answer of {length} bytes is too large")
@@ -457,14 +461,16 @@ class OpenIDSignIn:
         self._redirect_uri = redirect_uri
 
     @inlineCallbacks
-    def begin(self, browser_token: str, next_path: str) -> Deferred[str]:
+    def begin(self, browser_token: str, next_path: str) -> Generator[Deferred[Any], Any, str]:
         """The provider URL to send this browser to; ProviderUnavailable if it cannot be reached."""
         metadata = yield self.provider.metadata()
         pending = self._pending.add(browser_token, next_path)
         return self.provider.authorization_url(metadata, pending, self._redirect_uri)
 
     @inlineCallbacks
-    def finish(self, args: Mapping[str, str], browser_token: str | None) -> Deferred[tuple[Identity, str]]:
+    def finish(
+        self, args: Mapping[str, str], browser_token: str | None
+    ) -> Generator[Deferred[Any], Any, tuple[Identity, str]]:
         """Check the callback's parameters and complete the sign-in: (identity, where to go next)."""
         state = args.get("state")
         error = args.get("error")

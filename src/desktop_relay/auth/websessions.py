@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+from collections.abc import Generator
+from typing import Any
 
 from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.interfaces import IReactorTime
 from twisted.web.iweb import IRequest
+from twisted.web.server import Request
 
 from ..store import SQLiteStore, WebSession
 from . import Identity
@@ -40,7 +43,7 @@ class WebSessions:
         self.cookie_name = b"__Host-desktop-relay" if secure else b"desktop-relay"
 
     @inlineCallbacks
-    def begin(self, request: IRequest, identity: Identity) -> Deferred[str]:
+    def begin(self, request: Request, identity: Identity) -> Generator[Deferred[Any], Any, str]:
         """Sign this browser in as identity: store the session and set the cookie."""
         # A browser that signs in again gets a new id; the old one stops working (no fixation).
         previous = request.getCookie(self.cookie_name)
@@ -63,13 +66,13 @@ class WebSessions:
         return token
 
     @inlineCallbacks
-    def current(self, request: IRequest) -> Deferred[WebSession | None]:
+    def current(self, request: IRequest) -> Generator[Deferred[Any], Any, WebSession | None]:
         """The signed-in session of this request, or None (no cookie, unknown, or expired)."""
         cookie = request.getCookie(self.cookie_name)
         return (yield self.lookup(cookie.decode("ascii", "replace"))) if cookie else None
 
     @inlineCallbacks
-    def lookup(self, token: str) -> Deferred[WebSession | None]:
+    def lookup(self, token: str) -> Generator[Deferred[Any], Any, WebSession | None]:
         """The session a cookie value stands for, or None; expired ones are deleted on sight."""
         hashed = token_hash(token)
         session = yield self._store.get_web_session(hashed)
@@ -85,7 +88,7 @@ class WebSessions:
         return session
 
     @inlineCallbacks
-    def end(self, request: IRequest) -> Deferred[WebSession | None]:
+    def end(self, request: Request) -> Generator[Deferred[Any], Any, WebSession | None]:
         """Sign this browser out: delete its session and expire the cookie."""
         session = yield self.current(request)
         if session is not None:

@@ -3,6 +3,9 @@ drain tick, and the periodic reconcile. With several relays, one elected process
 
 from __future__ import annotations
 
+from collections.abc import Generator
+from typing import Any
+
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, DeferredList, inlineCallbacks
 from twisted.internet.interfaces import IReactorTime
@@ -66,7 +69,7 @@ class LifecycleService(Service):
             self._log.failure("background lifecycle work failed")
 
     @inlineCallbacks
-    def prepare(self) -> Deferred[None]:
+    def prepare(self) -> Generator[Deferred[Any], Any, None]:
         """Before the relay listens: learn the memory budget, and reconcile once."""
         yield self._learn_budget()
         yield self._guarded(self.reconcile)
@@ -90,7 +93,7 @@ class LifecycleService(Service):
         self.sessions.watch.changed(self.sessions.watch.session_ids())
 
     @inlineCallbacks
-    def _learn_budget(self) -> Deferred[None]:
+    def _learn_budget(self) -> Generator[Deferred[Any], Any, None]:
         if self._budget_known:
             return
         total = yield self.sessions.provisioner.memory_total()
@@ -101,7 +104,7 @@ class LifecycleService(Service):
                        budget=budget // 2**20, total=total // 2**20)
 
     @inlineCallbacks
-    def _tick(self) -> Deferred[None]:
+    def _tick(self) -> Generator[Deferred[Any], Any, None]:
         yield self._learn_budget()
         yield self.sessions.reap()
         yield self.sessions.drain()
@@ -110,9 +113,15 @@ class LifecycleService(Service):
         """Reconcile now, unless a reconcile is already running (then wait for that one)."""
         if self._reconciling is not None:
             waiting: Deferred[None] = Deferred()
-            self._reconciling.addBoth(lambda r: (waiting.callback(None), r)[1])
+
+            def finished(result: object) -> object:
+                waiting.callback(None)
+                return result
+
+            self._reconciling.addBoth(finished)
             return waiting
-        d = self._reconciling = reconcile(self.sessions, self._store)
+        d: Deferred[None] = reconcile(self.sessions, self._store)
+        self._reconciling = d
 
         def done(result: object) -> object:
             self._reconciling = None
@@ -121,7 +130,7 @@ class LifecycleService(Service):
         return d.addBoth(done)
 
     @inlineCallbacks
-    def stopService(self) -> Deferred[None]:
+    def stopService(self) -> Generator[Deferred[Any], Any, None]:
         for loop, _ in self._loops:
             if loop.running:
                 loop.stop()

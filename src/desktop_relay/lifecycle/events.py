@@ -3,6 +3,9 @@ and a container that appears for a session that is not starting is removed at on
 
 from __future__ import annotations
 
+from collections.abc import Generator
+from typing import Any
+
 from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.logger import Logger
 
@@ -36,7 +39,7 @@ class EventHandler:
         d.addBoth(lambda _: self._pending.discard(d))
 
     @inlineCallbacks
-    def _died(self, event: ContainerEvent) -> Deferred[None]:
+    def _died(self, event: ContainerEvent) -> Generator[Deferred[Any], Any, None]:
         session = yield self._store.get_session(event.session_id)
         if session is None or session.state not in (STARTING, READY):
             return  # ours to stop, or already ended
@@ -51,7 +54,7 @@ class EventHandler:
         yield self._sessions.end(session, *exit_reason(code, oom))
 
     @inlineCallbacks
-    def _appeared(self, event: ContainerEvent) -> Deferred[None]:
+    def _appeared(self, event: ContainerEvent) -> Generator[Deferred[Any], Any, None]:
         session = yield self._store.get_session(event.session_id)
         if session is not None and session.state == STARTING and session.container_id in (None, event.container_id):
             return  # the one this relay is creating

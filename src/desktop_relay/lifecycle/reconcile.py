@@ -3,6 +3,9 @@ after the engine returns, and periodically as a safety net behind the event stre
 
 from __future__ import annotations
 
+from collections.abc import Generator
+from typing import Any
+
 from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.logger import Logger
 
@@ -31,7 +34,7 @@ def ending_of(info: ContainerInfo | None, engine_lost_at: float | None) -> tuple
 
 
 @inlineCallbacks
-def reconcile(sessions: DesktopSessions, store: SQLiteStore) -> Deferred[None]:
+def reconcile(sessions: DesktopSessions, store: SQLiteStore) -> Generator[Deferred[Any], Any, None]:
     """Bring the store in line with the containers Docker reports for this instance."""
     containers: list[ContainerInfo] = yield sessions.provisioner.list_managed(sessions.instance)
     by_session = {c.session_id: c for c in containers}
@@ -66,7 +69,9 @@ def reconcile(sessions: DesktopSessions, store: SQLiteStore) -> Deferred[None]:
 
 
 @inlineCallbacks
-def _requeue(store: SQLiteStore, sessions: DesktopSessions, session: DesktopSession) -> Deferred[None]:
+def _requeue(
+    store: SQLiteStore, sessions: DesktopSessions, session: DesktopSession
+) -> Generator[Deferred[Any], Any, None]:
     # The relay stopped (crashed, say) between taking the start and creating its container:
     # back to its place in the queue.
     yield store.update_session(session.id, sessions.now(), expect=[STARTING], state=QUEUED)
@@ -74,7 +79,9 @@ def _requeue(store: SQLiteStore, sessions: DesktopSessions, session: DesktopSess
 
 
 @inlineCallbacks
-def _adopt_or_remove(sessions: DesktopSessions, store: SQLiteStore, info: ContainerInfo) -> Deferred[None]:
+def _adopt_or_remove(
+    sessions: DesktopSessions, store: SQLiteStore, info: ContainerInfo
+) -> Generator[Deferred[Any], Any, None]:
     """A labelled container with no active session: adopt it if it is a lost session, else remove it."""
     known = yield store.get_session(info.session_id)
     lost = known is None and bool(info.session_id) and bool(info.vnc_password)
@@ -87,7 +94,7 @@ def _adopt_or_remove(sessions: DesktopSessions, store: SQLiteStore, info: Contai
     # and environment say whose it is, so the user keeps their desktop.
     now = sessions.now()
     desktop = sessions.desktop(info.desktop)
-    assert desktop is not None
+    assert desktop is not None and info.vnc_password is not None
     session = DesktopSession(
         id=info.session_id, owner=info.owner, desktop=info.desktop, state=STARTING,
         reason=None, container_id=info.container_id, host_port=info.host_port, vnc_password=info.vnc_password,

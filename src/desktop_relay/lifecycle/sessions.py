@@ -10,7 +10,8 @@ its reason and no container; every end records its reason code and the words the
 from __future__ import annotations
 
 import secrets
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Generator, Mapping
+from typing import Any
 
 from twisted.internet.defer import CancelledError, Deferred, inlineCallbacks, succeed
 from twisted.internet.interfaces import IReactorTime
@@ -65,7 +66,7 @@ def new_session_id() -> str:
 
 
 #: Told when a session ends, with the close code's reason words, so its connections close.
-SessionEnded = Callable[[str, str], None]
+SessionEnded = Callable[[str, str], object]
 
 
 class DesktopSessions:
@@ -158,7 +159,9 @@ class DesktopSessions:
     # -- starting -----------------------------------------------------------------------
 
     @inlineCallbacks
-    def start(self, identity: Identity, desktop_name: str) -> Deferred[tuple[DesktopSession, bool]]:
+    def start(
+        self, identity: Identity, desktop_name: str
+    ) -> Generator[Deferred[Any], Any, tuple[DesktopSession, bool]]:
         """Ask for a desktop for a user; returns (session, created) without waiting for the engine.
 
         The new session is `starting` when it fits now, else `queued`; an active session of
@@ -195,7 +198,7 @@ class DesktopSessions:
         return (session, True)
 
     @inlineCallbacks
-    def drain(self) -> Deferred[list[DesktopSession]]:
+    def drain(self) -> Generator[Deferred[Any], Any, list[DesktopSession]]:
         """Start the queued sessions that fit now (after a stop, a failure, or the engine's return)."""
         if not self.engine.available:
             return []
@@ -206,7 +209,7 @@ class DesktopSessions:
         return started
 
     @inlineCallbacks
-    def _queue_moved(self) -> Deferred[None]:
+    def _queue_moved(self) -> Generator[Deferred[Any], Any, None]:
         positions = yield self._store.queue_positions()
         self.watch.changed(positions)
 
@@ -235,7 +238,7 @@ class DesktopSessions:
         d.addBoth(done)
 
     @inlineCallbacks
-    def _launch(self, session: DesktopSession) -> Deferred[None]:
+    def _launch(self, session: DesktopSession) -> Generator[Deferred[Any], Any, None]:
         desktop = self._desktops.get(session.desktop)
         if desktop is None:
             yield self._fail(session, "This desktop is no longer offered.")
@@ -282,7 +285,7 @@ class DesktopSessions:
         return session_id in self._working
 
     @inlineCallbacks
-    def _wait_until_ready(self, session: DesktopSession) -> Deferred[None]:
+    def _wait_until_ready(self, session: DesktopSession) -> Generator[Deferred[Any], Any, None]:
         deadline = self._clock.seconds() + self._start_timeout
         backend = self.backend_of(session)
         probes = 0
@@ -304,7 +307,7 @@ class DesktopSessions:
                 return
             # Not answering yet: is the container still there at all?
             problem = None
-            if probes % 4 == 3 or self._clock.seconds() >= deadline:
+            if session.container_id and (probes % 4 == 3 or self._clock.seconds() >= deadline):
                 try:
                     info = yield self.provisioner.inspect(session.container_id)
                 except ContainerEngineUnavailable as e:
@@ -329,7 +332,9 @@ class DesktopSessions:
             yield deferLater(self._clock, interval, lambda: None)
 
     @inlineCallbacks
-    def _fail(self, session: DesktopSession, reason: str, detail: str | None = None) -> Deferred[None]:
+    def _fail(
+        self, session: DesktopSession, reason: str, detail: str | None = None
+    ) -> Generator[Deferred[Any], Any, None]:
         """Mark a starting session failed and remove its container."""
         failed = yield self._store.update_session(
             session.id, self._clock.seconds(), expect=[STARTING], state=FAILED, reason=reason,
@@ -351,7 +356,7 @@ class DesktopSessions:
     def stop(
         self, session: DesktopSession, actor: str, end_reason: str = USER,
         reason: str = "Stopped by you.",
-    ) -> Deferred[DesktopSession]:
+    ) -> Generator[Deferred[Any], Any, DesktopSession]:
         """Stop a session (or cancel a queued start): close its connections, remove its
         container, mark it stopped with why.
 
@@ -379,7 +384,7 @@ class DesktopSessions:
         return (yield self.finish_stop(stopping))
 
     @inlineCallbacks
-    def stop_all_of(self, user_id: str, actor: str, end_reason: str, reason: str) -> Deferred[int]:
+    def stop_all_of(self, user_id: str, actor: str, end_reason: str, reason: str) -> Generator[Deferred[Any], Any, int]:
         """Stop every active session of a user (signed out everywhere, say); returns how many."""
         stopped = 0
         for session in (yield self._store.sessions_of(user_id)):
@@ -389,7 +394,7 @@ class DesktopSessions:
         return stopped
 
     @inlineCallbacks
-    def finish_stop(self, session: DesktopSession) -> Deferred[DesktopSession]:
+    def finish_stop(self, session: DesktopSession) -> Generator[Deferred[Any], Any, DesktopSession]:
         """Remove a stopping session's container and mark it stopped; then start what now fits."""
         if session.container_id:
             yield self.provisioner.remove(session.container_id, self.stop_timeout)
@@ -403,7 +408,7 @@ class DesktopSessions:
         return stopped or session
 
     @inlineCallbacks
-    def end(self, session: DesktopSession, end_reason: str, reason: str) -> Deferred[bool]:
+    def end(self, session: DesktopSession, end_reason: str, reason: str) -> Generator[Deferred[Any], Any, bool]:
         """A session's container is gone or dead without our asking: end the session with why,
         close its connections, remove what is left. False if it had already ended."""
         ended = yield self._store.update_session(
@@ -428,7 +433,7 @@ class DesktopSessions:
         self._on_session_ended(session_id, reason)
 
     @inlineCallbacks
-    def remove_quietly(self, container_id: str) -> Deferred[None]:
+    def remove_quietly(self, container_id: str) -> Generator[Deferred[Any], Any, None]:
         """Remove a container, leaving it to reconcile when the engine cannot be reached now."""
         try:
             yield self.provisioner.remove(container_id, self.stop_timeout)
@@ -439,7 +444,7 @@ class DesktopSessions:
     # -- the idle, lifetime and disconnect policies -------------------------------------
 
     @inlineCallbacks
-    def reap(self) -> Deferred[None]:
+    def reap(self) -> Generator[Deferred[Any], Any, None]:
         """Stop the ready sessions whose deadline passed; update warnings; persist activity."""
         for session in (yield self._store.sessions_in(READY)):
             if self._connected(session.id) > 0:

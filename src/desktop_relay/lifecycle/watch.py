@@ -27,7 +27,12 @@ class SessionWatch:
 
         d: Deferred[None] = Deferred(forget)
         waiters.add(d)
-        timer = self._clock.callLater(timeout, lambda: d.called or (forget(d), d.callback(None)))
+        def expire() -> None:
+            if not d.called:
+                forget(d)
+                d.callback(None)
+
+        timer = self._clock.callLater(timeout, expire)
 
         def done(result: object) -> object:
             if timer.active():

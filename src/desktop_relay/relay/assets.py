@@ -24,6 +24,7 @@ from twisted.web.client import (
 )
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import UNKNOWN_LENGTH, IAgent, IRequest, IResponse
+from twisted.web.server import Request
 
 from desktop_relay.backend import Backend, container_agent
 
@@ -92,7 +93,7 @@ class AssetRelay:
             self._agent = agent
         self._response_timeout = response_timeout
 
-    def relay(self, request: IRequest, backend: Backend, path: str) -> Deferred[None]:
+    def relay(self, request: Request, backend: Backend, path: str) -> Deferred[None]:
         """Answer `request` with the container's response for `path` (decoded, below the session
         prefix; the request's query string is added), streaming the body.
 
@@ -118,7 +119,7 @@ class _Exchange:
 
     _log = Logger()
 
-    def __init__(self, request: IRequest, backend: Backend) -> None:
+    def __init__(self, request: Request, backend: Backend) -> None:
         self._request = request
         self._backend = backend
         self._path = request.path.decode("utf-8", "replace")
@@ -169,7 +170,7 @@ class _Exchange:
         _copy_response_headers(response, request.responseHeaders)
         if not request.responseHeaders.hasHeader(b"content-type"):
             # twisted.web would otherwise label an untyped body text/html.
-            request.defaultContentType = None  # type: ignore[attr-defined]
+            request.defaultContentType = None
         if request.method == b"HEAD":
             response.deliverBody(_Discard())
             self._finish()
@@ -254,7 +255,7 @@ class _Exchange:
         if _is_finished_or_gone(self._request):
             self._fire()
         else:
-            self._request.transport.abortConnection()  # type: ignore[attr-defined]
+            self._request.transport.abortConnection()  # type: ignore[union-attr]
 
     def _stop_upstream(self) -> None:
         if self._pending is not None:

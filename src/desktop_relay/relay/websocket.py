@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from http import HTTPStatus
+from typing import Any
 
 import attr
 from autobahn.twisted.websocket import (
@@ -217,7 +218,8 @@ class _OfferedProtocols:
         return getattr(self._shared, name)
 
 
-class _ContainerProtocol(_LeanTransportMixin, WebSocketClientProtocol):
+# Autobahn's own base classes disagree on the types of peer and _transport_details.
+class _ContainerProtocol(_LeanTransportMixin, WebSocketClientProtocol):  # type: ignore[misc]
     """The relay's client connection to one container, owned by a DesktopBridgeProtocol."""
 
     def __init__(self, bridge: DesktopBridgeProtocol, request: ConnectingRequest) -> None:
@@ -332,7 +334,7 @@ class _ContainerProtocol(_LeanTransportMixin, WebSocketClientProtocol):
         self._bridge._container_closed(code, reason)
 
 
-class DesktopBridgeProtocol(_LeanTransportMixin, WebSocketServerProtocol):
+class DesktopBridgeProtocol(_LeanTransportMixin, WebSocketServerProtocol):  # type: ignore[misc]  # see above
     """The browser's side of one bridge; it owns the bridge's state and its container side."""
 
     factory: DesktopBridgeFactory
@@ -465,8 +467,9 @@ class DesktopBridgeProtocol(_LeanTransportMixin, WebSocketServerProtocol):
         it passes its TCP transport's pauses on to us, and pauses us itself while OpenSSL
         holds back writes (renegotiation).
         """
-        browser_transport = self.transport
-        container_transport = container.transport
+        # Both are IConsumer and IPushProducer as well as ITransport, which no one type says.
+        browser_transport: Any = self.transport
+        container_transport: Any = container.transport
         assert browser_transport is not None and container_transport is not None
         browser_transport.unregisterProducer()
         to_browser = _Valve(container_transport)
@@ -482,7 +485,8 @@ class DesktopBridgeProtocol(_LeanTransportMixin, WebSocketServerProtocol):
             return
         self._valves = None
         container = self._container
-        for transport in (self.transport, container.transport if container else None):
+        transports: tuple[Any, ...] = (self.transport, container.transport if container else None)  # see _couple
+        for transport in transports:
             if transport is not None and getattr(transport, "connected", True):
                 transport.unregisterProducer()
                 transport.resumeProducing()
@@ -531,7 +535,7 @@ class DesktopBridgeProtocol(_LeanTransportMixin, WebSocketServerProtocol):
         if self._closing or self.state != WebSocketProtocol.STATE_OPEN:
             return
         self.bytes_to_browser += payload_length
-        self.transport.writeSequence(frame)  # type: ignore[union-attr,call-arg]
+        self.transport.writeSequence(frame)  # type: ignore[union-attr]
 
     # -- closing ------------------------------------------------------------------------
 
@@ -629,7 +633,7 @@ class DesktopBridgeFactory(WebSocketServerFactory):
     :param open_timeout: seconds for the resolver, and again for the container, to answer.
     """
 
-    protocol = DesktopBridgeProtocol
+    protocol = DesktopBridgeProtocol  # type: ignore[assignment]  # Factory's protocol type is generic
     _log = Logger()
 
     def __init__(
@@ -671,7 +675,8 @@ class DesktopBridgeFactory(WebSocketServerFactory):
         # set-up time, and the options are the same for every container.
         self._container_tls = container_tls_options()
         self._container_factory = _container_client_factory(
-            reactor, max_message_size=max_message_size, ping_interval=ping_interval, open_timeout=open_timeout
+            reactor,  # type: ignore[arg-type]  # the reactor is an IReactorTime as well
+            max_message_size=max_message_size, ping_interval=ping_interval, open_timeout=open_timeout,
         )
 
     # -- used by the protocol -----------------------------------------------------------
@@ -706,7 +711,7 @@ class DesktopBridgeFactory(WebSocketServerFactory):
         def cancel(_: defer.Deferred) -> None:
             attempt.cancel()
             if proto.transport is not None:
-                proto.transport.abortConnection()
+                proto.transport.abortConnection()  # type: ignore[attr-defined]  # a TCP/TLS transport
 
         opened: defer.Deferred = defer.Deferred(cancel)
 

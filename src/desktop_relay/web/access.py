@@ -6,6 +6,9 @@ the signed-in user must own it, it must be ready, and the user must still be all
 
 from __future__ import annotations
 
+from collections.abc import Generator
+from typing import Any
+
 from autobahn.websocket.types import ConnectionDeny, ConnectionRequest
 from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.logger import Logger
@@ -29,7 +32,7 @@ class DesktopAccess:
         self._guard = guard
 
     @inlineCallbacks
-    def backend_for(self, web: WebSession, session_id: str) -> Deferred[Backend]:
+    def backend_for(self, web: WebSession, session_id: str) -> Generator[Deferred[Any], Any, Backend]:
         """The container behind session_id for this user, or a Problem saying why not."""
         session = yield self._store.get_session(session_id)
         # Someone else's session answers exactly like one that does not exist: ids are not
@@ -51,7 +54,7 @@ class DesktopAccess:
         return backend
 
     @inlineCallbacks
-    def resolve_upgrade(self, request: ConnectionRequest) -> Deferred[BridgeTarget]:
+    def resolve_upgrade(self, request: ConnectionRequest) -> Generator[Deferred[Any], Any, BridgeTarget]:
         """The WebSocket bridge's resolver: check cookie, Origin and session of an upgrade."""
         session_id = _session_id_from_path(request.path)
         try:

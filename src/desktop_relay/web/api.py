@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Generator
 from typing import Any
 from urllib.parse import urlencode
 
@@ -10,6 +11,7 @@ from klein import Klein
 from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.logger import Logger
 from twisted.web.iweb import IRequest
+from twisted.web.server import Request
 from werkzeug.exceptions import HTTPException
 
 from ..containers import ContainerEngineUnavailable
@@ -169,7 +171,7 @@ class UserAPI:
 
     @app.route("/sessions/<session_id>", methods=["GET"])
     @inlineCallbacks
-    def get_session(self, request: IRequest, session_id: str):  # type: ignore[no-untyped-def]
+    def get_session(self, request: Request, session_id: str):  # type: ignore[no-untyped-def]
         web = yield self._guard.signed_in(request)
         session = yield self._own_session(web.user_id, session_id)
         wait = _arg(request, b"wait")
@@ -194,14 +196,14 @@ class UserAPI:
         stopped = yield self._sessions.stop(session, web.user_id)
         return json_response(request, (yield self._view(stopped)))
 
-    def _next_change(self, request: IRequest, session_id: str, deadline: float) -> Deferred[None]:
+    def _next_change(self, request: Request, session_id: str, deadline: float) -> Deferred[None]:
         waiting = self._sessions.watch.wait(session_id, max(0.0, deadline - self._sessions.now()))
         # The browser left: stop waiting for it.
         request.notifyFinish().addErrback(lambda _: waiting.cancel())
         return waiting
 
     @inlineCallbacks
-    def _view(self, session: DesktopSession) -> Deferred[dict[str, Any]]:
+    def _view(self, session: DesktopSession) -> Generator[Deferred[Any], Any, dict[str, Any]]:
         position = None
         if session.state == QUEUED:
             position = (yield self._store.queue_positions()).get(session.id)

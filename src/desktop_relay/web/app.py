@@ -20,6 +20,7 @@ from klein import Klein
 from twisted.internet.defer import inlineCallbacks
 from twisted.logger import Logger
 from twisted.web.iweb import IRequest
+from twisted.web.server import Request
 from twisted.web.static import File
 from werkzeug.exceptions import HTTPException
 
@@ -126,7 +127,7 @@ class RelayWeb:
 
     @app.route("/login", methods=["GET"])
     @inlineCallbacks
-    def login_form(self, request: IRequest):  # type: ignore[no-untyped-def]
+    def login_form(self, request: Request):  # type: ignore[no-untyped-def]
         target = _safe_next(_arg(request, b"next"))
         if self._oidc is not None:
             return (yield self._begin_oidc(request, target))
@@ -142,7 +143,7 @@ class RelayWeb:
         return render_page(request, "login.html", next=target, message="", username="")
 
     @inlineCallbacks
-    def _begin_oidc(self, request: IRequest, target: str):  # type: ignore[no-untyped-def]
+    def _begin_oidc(self, request: Request, target: str):  # type: ignore[no-untyped-def]
         assert self._oidc is not None
         # One random value per browser, kept across parallel sign-ins in several tabs.
         existing = request.getCookie(self._sign_in_cookie)
@@ -162,12 +163,13 @@ class RelayWeb:
 
     @app.route("/login/callback", methods=["GET"])
     @inlineCallbacks
-    def login_callback(self, request: IRequest):  # type: ignore[no-untyped-def]
+    def login_callback(self, request: Request):  # type: ignore[no-untyped-def]
         if self._oidc is None:
             raise Problem(404, "no-such-page", "Not found", "OpenID Connect sign-in is not configured.")
         browser = request.getCookie(self._sign_in_cookie)
+        # twisted.web.http.Request declares args as None (its value before the request is parsed).
         args = {key.decode("utf-8", "replace"): values[0].decode("utf-8", "replace")
-                for key, values in request.args.items() if values}
+                for key, values in request.args.items() if values}  # type: ignore[attr-defined]
         try:
             identity, target = yield self._oidc.finish(args, browser.decode("ascii", "replace") if browser else None)
         except SignInFailed as failure:
@@ -185,7 +187,7 @@ class RelayWeb:
                            message=failure.message)
 
     @inlineCallbacks
-    def _signed_in(self, request: IRequest, identity: Identity, target: str, method: str):  # type: ignore[no-untyped-def]
+    def _signed_in(self, request: Request, identity: Identity, target: str, method: str):  # type: ignore[no-untyped-def]
         # Groups, and so the role, are taken afresh at every sign-in.
         identity = self._roles.assign(identity)
         yield self._guard.sessions.begin(request, identity)
@@ -198,7 +200,7 @@ class RelayWeb:
 
     @app.route("/login", methods=["POST"])
     @inlineCallbacks
-    def login(self, request: IRequest):  # type: ignore[no-untyped-def]
+    def login(self, request: Request):  # type: ignore[no-untyped-def]
         self._guard.require_same_origin(request)
         if self._authenticator is None:
             raise Problem(405, "password-sign-in-disabled", "Password sign-in is not offered",
@@ -224,7 +226,7 @@ class RelayWeb:
 
     @app.route("/logout", methods=["POST"])
     @inlineCallbacks
-    def logout(self, request: IRequest):  # type: ignore[no-untyped-def]
+    def logout(self, request: Request):  # type: ignore[no-untyped-def]
         self._guard.require_same_origin(request)
         web = yield self._guard.sessions.end(request)
         if web is not None:
@@ -245,7 +247,7 @@ class RelayWeb:
         return redirect(request, f"/desktop/{quote(session_id)}/", 301)
 
     @app.route("/desktop/<session_id>/websockify")
-    def desktop_websocket(self, request: IRequest, session_id: str):  # type: ignore[no-untyped-def]
+    def desktop_websocket(self, request: Request, session_id: str):  # type: ignore[no-untyped-def]
         if (request.getHeader(b"upgrade") or b"").lower() != b"websocket":
             raise Problem(400, "websocket-expected", "WebSocket upgrade expected",
                           "This address only takes WebSocket connections.")
@@ -257,7 +259,7 @@ class RelayWeb:
 
     @app.route("/desktop/<session_id>/", branch=True)
     @inlineCallbacks
-    def desktop_files(self, request: IRequest, session_id: str):  # type: ignore[no-untyped-def]
+    def desktop_files(self, request: Request, session_id: str):  # type: ignore[no-untyped-def]
         entry = not request.postpath or request.postpath == [b""]
         web = yield self._guard.sessions.current(request)
         if web is None:
@@ -268,9 +270,9 @@ class RelayWeb:
         if origin is not None and not self._guard.origin_allowed(origin.decode("latin-1")):
             raise Problem(403, "origin-refused", "Origin refused")
         backend = yield self._access.backend_for(web, session_id)
-        if entry and not request.args.get(b"path"):
+        if entry and not request.args.get(b"path"):  # type: ignore[attr-defined]  # see login_callback
             return redirect(request, client_url(session_id), 302)
-        path = b"/".join(request.postpath).decode("utf-8", "replace")
+        path = b"/".join(request.postpath or []).decode("utf-8", "replace")
         return (yield self._assets.relay(request, backend, path))
 
 

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Sequence
+from collections.abc import Generator, Sequence
+from typing import Any
 
 from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.web.iweb import IRequest
@@ -31,7 +32,7 @@ class RequestGuard:
         self._trusted = tuple(trusted_proxies)
 
     @inlineCallbacks
-    def signed_in(self, request: IRequest) -> Deferred[WebSession]:
+    def signed_in(self, request: IRequest) -> Generator[Deferred[Any], Any, WebSession]:
         """The request's web session; Problem 401 when there is none."""
         web = yield self.sessions.current(request)
         if web is None:
