@@ -52,10 +52,13 @@ _STANDARD_POINTER_EVENT = 6
 _KASM_POINTER_EVENT = 11
 
 # Extended clipboard actions, the first byte of the flags (rfbproto "Extended Clipboard
-# Pseudo-Encoding"; noVNC's extendedClipboardAction*, shifted down by 24). noVNC sends Caps when
-# the server announces its own, Request when the desktop announced new text and Peek's answer
-# unasked: none of those needs a person. Notify (the user pasted into the client's clipboard
-# box) and Provide (its text, when the server asks for it after that Notify) do.
+# Pseudo-Encoding"; noVNC's extendedClipboardAction*, shifted down by 24). noVNC sends Caps on
+# connect, in answer to the server's, with every action it supports also set (0x1f in the
+# recordings), and Request when the desktop announced new text: neither needs a person. Notify
+# (the user pasted into the client's clipboard box) and Provide (that text, when the server
+# asks for it) do. noVNC also sends Notify in answer to a Peek, but TigerVNC's and KasmVNC's
+# servers never send Peek (only their viewer's CMsgWriter writes one).
+_CLIPBOARD_CAPS = 1 << 0
 _CLIPBOARD_NOTIFY = 1 << 3
 _CLIPBOARD_PROVIDE = 1 << 4
 
@@ -375,7 +378,8 @@ class InputClassifier:
             raise _GiveUp(f"extended clipboard message of {length} bytes, shorter than its flags")
         if avail < 9:
             return -9
-        self._unit_input = bool(buf[pos + 8] & (_CLIPBOARD_NOTIFY | _CLIPBOARD_PROVIDE))
+        actions = buf[pos + 8]
+        self._unit_input = not actions & _CLIPBOARD_CAPS and bool(actions & (_CLIPBOARD_NOTIFY | _CLIPBOARD_PROVIDE))
         return 8 + length
 
     def _qemu(self, buf: bytes | bytearray, pos: int, avail: int) -> int:
