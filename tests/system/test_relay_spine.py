@@ -189,22 +189,27 @@ def test_relay_that_lost_its_database_adopts_running_containers(
     assert len(containers_of(docker_client, relay)) == 1
 
 
-def test_docker_unreachable_answers_503_and_the_relay_keeps_serving(
+def test_docker_unreachable_queues_starts_and_the_relay_keeps_serving(
     relay_factory: Callable[..., RelayProcess],
 ) -> None:
     relay = relay_factory(sections={"docker": {"url": "unix:///nonexistent/docker.sock"}})
     alice = relay.client()
     alice.login("alice")
     response = alice.api("POST", "/sessions", {"desktop": "demo"})
-    assert response.status_code == 503
-    assert response.headers["Retry-After"] == "30"
-    assert response.json()["type"].endswith("container-engine-unavailable")
-    assert "container engine" in response.json()["detail"]
-    # Nothing half-written, and everything that does not need the engine still works.
-    assert alice.api("GET", "/sessions").json() == []
+    # The start waits for the engine instead of failing; nothing was created.
+    assert response.status_code == 202 and response.json()["state"] == "queued"
+    assert response.json()["position"] == 1 and response.json()["engine"] == "unreachable"
+    (session,) = alice.api("GET", "/sessions").json()
+    assert session["state"] == "queued"
+    # A second ask for the same desktop gives the same waiting session, not a second one.
+    again = alice.api("POST", "/sessions", {"desktop": "demo"})
+    assert again.status_code == 200 and again.json()["id"] == session["id"]
     assert alice.api("GET", "/desktops").status_code == 200
     assert relay.process.poll() is None
     assert "Docker engine unreachable at unix:///nonexistent/docker.sock" in relay.log()
+    # Cancelling the waiting start works without the engine.
+    cancelled = alice.api("DELETE", f"/sessions/{session['id']}").json()
+    assert cancelled["state"] == "stopped" and cancelled["end_reason"] == "user"
 
 
 def test_failed_start_leaves_a_failed_session_with_its_reason_and_no_container(

@@ -70,9 +70,11 @@ class LifecycleService(Service):
 
     @inlineCallbacks
     def prepare(self) -> Generator[Deferred[Any], Any, None]:
-        """Before the relay listens: learn the memory budget, and reconcile once."""
-        yield self._learn_budget()
-        yield self._guarded(self.reconcile)
+        """Before the relay listens: learn the memory budget, and reconcile once. An engine that
+        cannot be reached delays neither: both happen when its event stream opens."""
+        yield self._guarded(self._learn_budget)
+        if self.sessions.engine.available:
+            yield self._guarded(self.reconcile)
 
     def startService(self) -> None:
         super().startService()

@@ -11,7 +11,7 @@ from twisted.logger import Logger
 
 from ..containers import ContainerEngineUnavailable, ContainerEvent
 from ..store import READY, STARTING, SQLiteStore
-from .reasons import exit_reason
+from .reasons import START_FAILED, exit_reason
 from .sessions import DesktopSessions
 
 
@@ -51,6 +51,17 @@ class EventHandler:
             info = None
         oom = info.oom_killed if info is not None else False
         code = info.exit_code if info is not None and info.exit_code is not None else event.exit_code
+        if session.state == STARTING:
+            # Died before it ever answered: the start failed, and its last words say why.
+            reason = (info.problem if info is not None and info.problem else None) or exit_reason(code, oom)[1]
+            try:
+                logs = yield self._sessions.provisioner.logs_tail(event.container_id, 5)
+            except ContainerEngineUnavailable:
+                logs = ""
+            if logs.strip():
+                reason += ": " + " | ".join(line for line in logs.strip().splitlines()[-3:])
+            yield self._sessions.end(session, START_FAILED, f"The desktop stopped while starting: {reason}")
+            return
         yield self._sessions.end(session, *exit_reason(code, oom))
 
     @inlineCallbacks
