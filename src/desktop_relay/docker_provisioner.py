@@ -867,6 +867,9 @@ class _EventFollower:
                 reason = f"following the events failed: {result.getErrorMessage()}"
         else:
             reason = result
+        # Scheduled before the owner hears of it, so that a stop() from on_lost cancels it.
+        self._retry = self._reactor.callLater(self._delay, self.connect)
+        self._delay = min(self._delay * 2, _MAX_RETRY)
         if self._up is not False:
             self._log.warn(
                 "{what} Docker's event stream at {engine}: {reason}; retrying with backoff",
@@ -877,8 +880,6 @@ class _EventFollower:
             self._up = False
             self._lost_at = self._reactor.seconds()
             self._tell(self._on_lost, reason)
-        self._retry = self._reactor.callLater(self._delay, self.connect)
-        self._delay = min(self._delay * 2, _MAX_RETRY)
 
     def _tell(self, callback: Callable[..., None], *args: Any) -> None:
         # The owner's mistake must not stop the stream: log it and carry on.

@@ -7,7 +7,7 @@ import os
 import socket
 import statistics
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import MappingProxyType
 
@@ -105,6 +105,10 @@ class TestDockerProvisioner(ProvisionerContract):
     @pytest.fixture
     def desktop(self, engine: docker.DockerClient) -> DesktopType:
         return make_desktop(IMAGE)
+
+    @pytest.fixture
+    def kill_from_outside(self, engine: docker.DockerClient) -> Callable[[str], None]:
+        return engine.api.kill
 
 
 @pytest.fixture
