@@ -450,3 +450,22 @@ async def test_a_session_started_again_after_a_timed_out_start_has_one_container
     await proxied.when_swept()
     labelled = engine.containers.list(all=True, filters={"label": f"{LABEL_SESSION}={spec.session_id}"})
     assert [c.id for c in labelled] == [info.container_id]
+
+
+@pytest.mark.docker
+@pytest_twisted.ensureDeferred
+async def test_a_follower_waiting_for_a_hung_engine_is_told_the_timeout_and_lets_go_within_it(
+    proxied: DockerProvisioner, proxy: EngineProxy, instance: str
+) -> None:
+    await proxied.list_managed(instance)
+    proxy.freeze()
+    seen = EventRecorder()
+    follower = seen.follow(proxied, instance)
+    await seen.until(lambda: seen.losses, timeout=1.5)
+    assert seen.losses == [f"Docker engine at {proxy.url} did not answer within 1 s (the [docker] timeout)"]
+    # Stopped while its retry waits for the engine's answer, which no close can cut short.
+    await deferLater(reactor, 0.6)
+    began = time.monotonic()
+    await follower.stop()
+    assert time.monotonic() - began < 1.1
+    assert seen.connections == 0
