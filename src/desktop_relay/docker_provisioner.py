@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import re
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping
 from datetime import datetime
 from typing import Any, TypeVar
@@ -63,6 +64,9 @@ _MAX_RETRY = 10.0
 # How long after a timed-out start the engine may still carry out its create: a hung engine
 # resumes with the abandoned request in its socket buffer, however long it was stopped.
 LEFTOVER_WATCH = 600.0
+# How long a start waits for an abandoned create of the same session to finish, so that it can
+# remove what that made.
+_LEFTOVER_CONFLICT_WAIT = 5.0
 # An engine timestamp: RFC 3339 with up to nanoseconds, which datetime cannot hold.
 _ENGINE_TIME = re.compile(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(\.\d+)?(Z|[+-]\d\d:\d\d)")
 
@@ -506,17 +510,10 @@ class DockerProvisioner:
                 detach=True,
             )
 
-        if replace_leftover:
-            self._remove_leftover(api, name, spec)
         try:
-            try:
-                created = create()
-            except APIError as e:
-                # The name is the session's: taken, it is the leftover of an earlier timed-out
-                # start of this session that the engine carried out only now.
-                if not (replace_leftover and e.status_code == 409):
-                    raise
-                self._remove_leftover(api, name, spec)
+            if replace_leftover:
+                created = self._create_in_place_of_leftover(api, create, name, spec)
+            else:
                 created = create()
         except ImageNotFound as e:
             raise ContainerStartFailed(
@@ -539,6 +536,23 @@ class DockerProvisioner:
             # Gone between start and inspect: only someone else's `docker rm -f` does that.
             raise ContainerStartFailed("the desktop container disappeared right after it started")
         return info
+
+    def _create_in_place_of_leftover(
+        self, api: docker.APIClient, create: Callable[[], Mapping[str, Any]], name: str, spec: ContainerSpec
+    ) -> Mapping[str, Any]:
+        """Create the container of a session whose earlier start timed out, removing what that
+        start left. The name is the session's, so a conflict means the engine is carrying out
+        the abandoned create right now: it holds the name before the container can be removed,
+        hence the short waits (in this worker thread) until it can."""
+        deadline = time.monotonic() + _LEFTOVER_CONFLICT_WAIT
+        while True:
+            self._remove_leftover(api, name, spec)
+            try:
+                return create()
+            except APIError as e:
+                if e.status_code != 409 or time.monotonic() > deadline:
+                    raise
+            time.sleep(0.2)
 
     def _remove_leftover(self, api: docker.APIClient, name: str, spec: ContainerSpec) -> None:
         try:
@@ -871,6 +885,9 @@ class _EventFollower:
                 reason = f"following the events failed: {result.getErrorMessage()}"
         else:
             reason = result
+        # Scheduled before the owner hears of it, so that a stop() from on_lost cancels it.
+        self._retry = self._reactor.callLater(self._delay, self.connect)
+        self._delay = min(self._delay * 2, _MAX_RETRY)
         if self._up is not False:
             self._log.warn(
                 "{what} Docker's event stream at {engine}: {reason}; retrying with backoff",
@@ -881,8 +898,6 @@ class _EventFollower:
             self._up = False
             self._lost_at = self._reactor.seconds()
             self._tell(self._on_lost, reason)
-        self._retry = self._reactor.callLater(self._delay, self.connect)
-        self._delay = min(self._delay * 2, _MAX_RETRY)
 
     def _tell(self, callback: Callable[..., None], *args: Any) -> None:
         # The owner's mistake must not stop the stream: log it and carry on.
