@@ -18,7 +18,7 @@ from twisted.internet.interfaces import IReactorTime
 from zope.interface import implementer
 
 from desktop_relay.config import DesktopType
-from desktop_relay.containers import (
+from desktop_relay.engine.interface import (
     LABEL_DESKTOP,
     LABEL_INSTANCE,
     LABEL_OWNER,

@@ -25,7 +25,7 @@ import pytest_twisted
 from twisted.internet.defer import Deferred
 
 from desktop_relay.config import DesktopType
-from desktop_relay.containers import (
+from desktop_relay.engine.interface import (
     ContainerEngineUnavailable,
     ContainerEvent,
     ContainerSpec,

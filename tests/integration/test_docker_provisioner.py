@@ -25,7 +25,9 @@ from twisted.python.threadpool import ThreadPool
 
 from desktop_relay.backend import Backend, container_agent
 from desktop_relay.config import DesktopType
-from desktop_relay.containers import (
+from desktop_relay.engine import DockerProvisioner, docker_threadpool
+from desktop_relay.engine._docker_common import container_event_from_engine, container_info_from_inspect
+from desktop_relay.engine.interface import (
     LABEL_INSTANCE,
     LABEL_SESSION,
     ContainerEngineTimedOut,
@@ -33,12 +35,6 @@ from desktop_relay.containers import (
     ContainerEvent,
     ContainerInfo,
     ContainerStartFailed,
-)
-from desktop_relay.docker_provisioner import (
-    DockerProvisioner,
-    container_event_from_engine,
-    container_info_from_inspect,
-    docker_threadpool,
 )
 from desktop_relay.readiness import PROBE_TIMEOUT, probe_ready
 

@@ -11,8 +11,9 @@ from provisioner_contract import EventRecorder, make_desktop, make_spec
 from twisted.internet.defer import Deferred, fail
 from twisted.internet.task import Clock
 
-from desktop_relay.containers import ContainerEngineTimedOut, ContainerEngineUnavailable
-from desktop_relay.docker_provisioner import _EventFollower, _LeftoverSweeper
+from desktop_relay.engine.docker_events import EventFollower
+from desktop_relay.engine.docker_sweeper import LeftoverSweeper
+from desktop_relay.engine.interface import ContainerEngineTimedOut, ContainerEngineUnavailable
 
 
 class UnansweringProvisioner:
@@ -39,7 +40,7 @@ def test_the_follower_retries_after_half_a_second_doubling_to_ten_and_tells_the_
     clock = Clock()
     engine = UnansweringProvisioner(clock, ContainerEngineUnavailable("Docker engine unreachable at x: Connection refused"))
     seen = EventRecorder()
-    follower = _EventFollower(engine, "test", seen.on_event, seen.on_connected, seen.on_lost)
+    follower = EventFollower(engine, "test", seen.on_event, seen.on_connected, seen.on_lost)
     follower.connect()
     clock.pump([0.25] * 200)
     assert gaps(engine.attempts)[:7] == [0.5, 1.0, 2.0, 4.0, 8.0, 10.0, 10.0]
@@ -56,7 +57,7 @@ def test_the_follower_retries_after_half_a_second_doubling_to_ten_and_tells_the_
 def test_the_sweeper_retries_with_the_same_backoff_until_the_watch_ends() -> None:
     clock = Clock()
     engine = UnansweringProvisioner(clock, ContainerEngineTimedOut("Docker engine at x did not answer within 1 s"))
-    sweeper = _LeftoverSweeper(engine, clock, watch_for=60)
+    sweeper = LeftoverSweeper(engine, clock, watch_for=60)
     sweeper.watch(make_spec("test", make_desktop("fake/desktop:latest")))
     idle: list[None] = []
     sweeper.when_idle().addCallback(idle.append)
@@ -70,7 +71,7 @@ def test_the_sweeper_retries_with_the_same_backoff_until_the_watch_ends() -> Non
 def test_a_session_started_again_is_no_longer_swept_for() -> None:
     clock = Clock()
     engine = UnansweringProvisioner(clock, ContainerEngineTimedOut("Docker engine at x did not answer within 1 s"))
-    sweeper = _LeftoverSweeper(engine, clock, watch_for=60)
+    sweeper = LeftoverSweeper(engine, clock, watch_for=60)
     spec = make_spec("test", make_desktop("fake/desktop:latest"))
     sweeper.watch(spec)
     assert sweeper.forget(spec.session_id)

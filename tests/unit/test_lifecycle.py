@@ -14,7 +14,7 @@ from twisted.internet import defer, task
 from desktop_relay.auth import Identity
 from desktop_relay.backend import Backend
 from desktop_relay.capacity import CapacityLimits
-from desktop_relay.containers import ContainerEngineUnavailable, ContainerEvent
+from desktop_relay.engine.interface import ContainerEngineUnavailable, ContainerEvent
 from desktop_relay.lifecycle import (
     DesktopNotAllowed,
     DesktopSessions,
@@ -328,7 +328,7 @@ async def test_a_container_appearing_for_a_session_that_is_not_starting_is_remov
 
 
 def _spec(world: World, session: DesktopSession):  # type: ignore[no-untyped-def]
-    from desktop_relay.containers import ContainerSpec
+    from desktop_relay.engine.interface import ContainerSpec
 
     return ContainerSpec(session.id, session.owner, "test", world.sessions.desktop("demo"), session.vnc_password)
 

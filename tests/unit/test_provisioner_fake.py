@@ -11,7 +11,7 @@ from provisioner_contract import EventRecorder, ProvisionerContract, make_deskto
 from twisted.internet.defer import Deferred
 
 from desktop_relay.config import DesktopType
-from desktop_relay.containers import ContainerEngineTimedOut, ContainerStartFailed
+from desktop_relay.engine.interface import ContainerEngineTimedOut, ContainerStartFailed
 
 T = TypeVar("T")
 

@@ -12,7 +12,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
-from ..containers import ContainerEngineUnavailable, IEventFollower
+from ..engine.interface import ContainerEngineUnavailable, IEventFollower
 from ..store import SQLiteStore
 from .events import EventHandler
 from .reconcile import reconcile

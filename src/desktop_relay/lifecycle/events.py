@@ -9,7 +9,7 @@ from typing import Any
 from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.logger import Logger
 
-from ..containers import ContainerEngineUnavailable, ContainerEvent
+from ..engine.interface import ContainerEngineUnavailable, ContainerEvent
 from ..store import READY, STARTING, SQLiteStore
 from .reasons import START_FAILED, exit_reason
 from .sessions import DesktopSessions

@@ -23,7 +23,7 @@ from ..auth import Identity
 from ..backend import Backend
 from ..capacity import CapacityLimits
 from ..config import DesktopType
-from ..containers import (
+from ..engine.interface import (
     ContainerEngineTimedOut,
     ContainerEngineUnavailable,
     ContainerSpec,
