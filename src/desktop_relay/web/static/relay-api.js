@@ -1,0 +1,90 @@
+// What the dashboard and the session page share: calls to the user API, the server's clock,
+// and the words a user reads for a session's state and for why it ended.
+"use strict";
+
+const relayApi = (() => {
+  // Milliseconds to add to Date.now() to get the server's time, from the Date header of the last
+  // answer: deadlines in the API are the server's epoch seconds.
+  let clockOffset = 0;
+
+  class ApiError extends Error {
+    constructor(status, problem, retryAfter) {
+      super(problem.detail || problem.title || ("HTTP " + status));
+      this.status = status;
+      this.problem = problem;
+      this.retryAfter = retryAfter;
+    }
+  }
+
+  function noteServerClock(response) {
+    const date = Date.parse(response.headers.get("Date") || "");
+    // The header has whole seconds: the server's clock was on average half a second past it.
+    if (!Number.isNaN(date)) { clockOffset = date + 500 - Date.now(); }
+  }
+
+  // Not signed in (any more): to the sign-in page, and back here afterwards.
+  function signIn() {
+    window.location = "/login?next=" + encodeURIComponent(window.location.pathname);
+  }
+
+  async function call(method, path, body, signal) {
+    const options = { method, headers: {}, credentials: "same-origin", signal };
+    if (body !== undefined) {
+      options.headers["Content-Type"] = "application/json";
+      options.body = JSON.stringify(body);
+    }
+    const response = await fetch("/api" + path, options);
+    noteServerClock(response);
+    const data = await response.json().catch(() => ({}));
+    if (response.status === 401) { signIn(); }
+    if (!response.ok) {
+      throw new ApiError(response.status, data, Number(response.headers.get("Retry-After")) || null);
+    }
+    return data;
+  }
+
+  function serverNow() {
+    return (Date.now() + clockOffset) / 1000;
+  }
+
+  const ACTIVE = new Set(["queued", "starting", "ready", "stopping"]);
+
+  const STATES = {
+    queued: "Waiting", starting: "Starting", ready: "Running", stopping: "Stopping",
+    stopped: "Ended", failed: "Failed",
+  };
+
+  // view.end_reason in plain words: the sentence after "This desktop ...".
+  const END_REASONS = {
+    "idle": "was stopped because nobody used it for a while.",
+    "lifetime": "reached the longest time a desktop may run.",
+    "disconnected": "was stopped because no browser showed it for a while.",
+    "user": "was stopped by you.",
+    "signed-out": "was stopped because you signed out.",
+    "admin": "was stopped by an administrator.",
+    "container-exited": "stopped by itself: the desktop exited or crashed.",
+    "out-of-memory": "ran out of memory and was stopped.",
+    "engine-lost": "was lost when the server's container engine restarted.",
+    "start-failed": "could not start.",
+  };
+
+  function stateText(view) {
+    if (view.state === "queued" && view.position) {
+      return view.position === 1 ? "Waiting: next in line" : "Waiting: number " + view.position + " in line";
+    }
+    return STATES[view.state] || view.state;
+  }
+
+  function endText(view) {
+    return "This desktop " + (END_REASONS[view.end_reason] || "has ended.");
+  }
+
+  // "4:05" under an hour, "2 h 10 min" above: for countdowns and time left.
+  function duration(seconds) {
+    const s = Math.max(0, Math.ceil(seconds));
+    if (s < 3600) { return Math.floor(s / 60) + ":" + String(s % 60).padStart(2, "0"); }
+    return Math.floor(s / 3600) + " h " + Math.floor((s % 3600) / 60) + " min";
+  }
+
+  return { ApiError, ACTIVE, call, duration, endText, serverNow, signIn, stateText };
+})();
