@@ -43,15 +43,31 @@ const relayApi = (() => {
     return data;
   }
 
+  const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+  // The session's next view: the server answers as soon as something the user sees changes
+  // (state, queue position, warning), or with the same view after its long-poll limit.
+  async function nextView(view) {
+    const asked = Date.now();
+    const next = await call("GET", "/sessions/" + encodeURIComponent(view.id) +
+                                   "?wait=change&since=" + encodeURIComponent(view.updated));
+    // A server that answers at once without a change (an older relay, a proxy that cuts long
+    // requests) must not turn a caller's loop into a busy one.
+    if (next.updated === view.updated && Date.now() - asked < 1000) { await sleep(1000); }
+    return next;
+  }
+
   function serverNow() {
     return (Date.now() + clockOffset) / 1000;
   }
 
-  const ACTIVE = new Set(["queued", "starting", "ready", "stopping"]);
+  // States in which a session may still change; "interrupted" is a ready session whose container
+  // the server cannot confirm while its container engine is away.
+  const ACTIVE = new Set(["queued", "starting", "ready", "interrupted", "stopping"]);
 
   const STATES = {
-    queued: "Waiting", starting: "Starting", ready: "Running", stopping: "Stopping",
-    stopped: "Ended", failed: "Failed",
+    queued: "Waiting", starting: "Starting", ready: "Running", interrupted: "Interrupted",
+    stopping: "Stopping", stopped: "Ended", failed: "Failed",
   };
 
   // view.end_reason in plain words: the sentence after "This desktop ...".
@@ -72,6 +88,7 @@ const relayApi = (() => {
     if (view.state === "queued" && view.position) {
       return view.position === 1 ? "Waiting: next in line" : "Waiting: number " + view.position + " in line";
     }
+    if (view.state === "interrupted") { return view.reason || STATES.interrupted; }
     return STATES[view.state] || view.state;
   }
 
@@ -86,5 +103,5 @@ const relayApi = (() => {
     return Math.floor(s / 3600) + " h " + Math.floor((s % 3600) / 60) + " min";
   }
 
-  return { ApiError, ACTIVE, call, duration, endText, serverNow, signIn, stateText };
+  return { ApiError, ACTIVE, call, duration, endText, nextView, serverNow, signIn, sleep, stateText };
 })();

@@ -28,8 +28,6 @@ const FRAME_PARAMETERS = "&show_control_bar=1&idle_disconnect=100000";
 let view = null;
 let clientLoaded = false;
 
-const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
-
 function focusDesktop() {
   if (frame.isConnected && !frame.hidden) { frame.focus(); }
 }
@@ -60,9 +58,12 @@ function show(next) {
   text("title", view.title);
   text("state", relayApi.stateText(view));
   text("notice-error", "");
+  const running = view.state === "ready" || view.state === "interrupted";
   stopButton.hidden = !relayApi.ACTIVE.has(view.state) || view.state === "stopping";
-  stopButton.textContent = view.state === "ready" ? "Stop" : "Cancel";
-  if (view.state === "ready") {
+  stopButton.textContent = running ? "Stop" : "Cancel";
+  if (running) {
+    // Interrupted: the client keeps trying to reconnect by itself while the server waits for
+    // its container engine.
     loadClient();
   } else if (view.state === "queued") {
     showNotice("Waiting for a free desktop",
@@ -84,7 +85,7 @@ function show(next) {
 // The warning and the time left, once a second from the server's clock.
 function tick() {
   const warning = document.getElementById("warning");
-  if (!view || view.state !== "ready") {
+  if (!view || !(view.state === "ready" || view.state === "interrupted")) {
     warning.hidden = true;
     text("time-left", "");
     document.title = view ? view.title + " · " + relayApi.stateText(view) : "Desktop";
@@ -110,15 +111,16 @@ function tick() {
 }
 
 async function follow() {
-  let since = null;
-  let retry = 1000;
+  // Retries after errors: at once first (a request the browser dropped on a network change),
+  // then backing off while the server is unreachable.
+  let retry = 0;
   for (;;) {
-    const asked = Date.now();
     let next;
     try {
-      const query = since === null ? "" : "?wait=change&since=" + encodeURIComponent(since);
-      next = await relayApi.call("GET", "/sessions/" + encodeURIComponent(sessionId) + query);
-      retry = 1000;
+      next = view === null
+        ? await relayApi.call("GET", "/sessions/" + encodeURIComponent(sessionId))
+        : await relayApi.nextView(view);
+      retry = 0;
     } catch (error) {
       if (error.status === 401) { return; }
       if (error.status === 404) {
@@ -127,16 +129,12 @@ async function follow() {
         return;
       }
       text("state", "Reconnecting to the server…");
-      await sleep(retry);
-      retry = Math.min(retry * 2, 15000);
+      await relayApi.sleep(retry);
+      retry = Math.min(Math.max(1000, retry * 2), 15000);
       continue;
     }
     show(next);
     if (!relayApi.ACTIVE.has(next.state)) { return; }
-    // A server that answers at once without a change (an older relay, a proxy that cuts long
-    // requests) must not turn this into a busy loop.
-    if (next.updated === since && Date.now() - asked < 1000) { await sleep(1000); }
-    since = next.updated;
   }
 }
 
