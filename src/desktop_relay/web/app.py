@@ -275,7 +275,7 @@ class RelayWeb:
             return (yield self._session_page(request, web, session_id))
         backend = yield self._access.backend_for(web, session_id)
         path = b"/".join(request.postpath or []).decode("utf-8", "replace")
-        return (yield self._assets.relay(request, backend, path))
+        return (yield self._assets.relay(request, backend, path, session_id=session_id, user_id=web.user_id))
 
     @inlineCallbacks
     def _session_page(self, request: IRequest, web: WebSession, session_id: str):  # type: ignore[no-untyped-def]
