@@ -33,8 +33,11 @@ const relayApi = (() => {
       options.headers["Content-Type"] = "application/json";
       options.body = JSON.stringify(body);
     }
+    const asked = Date.now();
     const response = await fetch("/api" + path, options);
-    noteServerClock(response);
+    // The Date header is taken when the server began the answer: a long-poll's is as old as the
+    // wait, so only quick answers set the clock.
+    if (Date.now() - asked < 1000) { noteServerClock(response); }
     const data = await response.json().catch(() => ({}));
     if (response.status === 401) { signIn(); }
     if (!response.ok) {
