@@ -53,6 +53,8 @@ function endClient() {
 }
 
 function show(next) {
+  // The Stop button's answer and the long-poll's can cross: an older view never replaces a newer.
+  if (view !== null && next.updated < view.updated) { return; }
   view = next;
   document.body.dataset.state = view.state;
   text("title", view.title);
