@@ -22,36 +22,27 @@ between) by a script Playwright adds to every document and frame:
 Starting a container adds network interfaces on the host, and Chromium aborts the requests in
 flight when it sees that (ERR_NETWORK_CHANGED): a browser on the same host as Docker, as here but
 never in production, would make every start a lottery. So, as root, Chromium runs in a network
-namespace of its own, with only a loopback interface, where a forwarder (this script with
---forward) carries 127.0.0.1:PORT through a Unix socket to the relay's port in the host's
-namespace; the browser still sees http://127.0.0.1:PORT. Without root (or with --shared-network)
-it shares the host's network, and runs hit by ERR_NETWORK_CHANGED are repeated and counted.
+namespace of its own (tests/apache/loopback_forward.py); the browser still sees
+http://127.0.0.1:PORT. Without root (or with --shared-network) it shares the host's network, and
+runs hit by ERR_NETWORK_CHANGED are repeated and counted.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import ctypes
 import os
-import shlex
-import signal
 import statistics
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-sys.path[:0] = [str(HERE.parent / "src"), str(HERE.parent / "tests")]
+sys.path[:0] = [str(HERE.parent / "src"), str(HERE.parent / "tests"), str(HERE.parent / "tests" / "apache")]
 
-CHROMIUM = os.environ.get("DESKTOP_RELAY_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--no-sandbox", "--disable-background-networking", "--disable-gpu", "--disable-quic",
-    "--no-first-run", "--disable-component-update", "--disable-sync",
-]
-SCREEN = {"width": 1280, "height": 720}
+from desktop_browser import CHROMIUM, CHROMIUM_ARGS, SCREEN  # noqa: E402
+from loopback_forward import IsolatedChromium, available  # noqa: E402
+
 MARKS = ("post", "ready", "frame", "pixels")
 LABELS = {"post": "click -> POST answered", "ready": "-> ready", "frame": "-> frame loaded",
           "pixels": "-> first pixels", "total": "click -> first pixels"}
@@ -99,60 +90,6 @@ PROBE = r"""
   requestAnimationFrame(look);
 })();
 """
-
-
-async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    try:
-        while data := await reader.read(65536):
-            writer.write(data)
-            await writer.drain()
-    except ConnectionError:
-        pass
-    finally:
-        writer.close()
-
-
-async def _forward(listen: str, target: str) -> None:
-    """Accept on listen (tcp:HOST:PORT or unix:PATH), copy each connection to target and back."""
-    def opener(address: str):
-        kind, _, rest = address.partition(":")
-        if kind == "unix":
-            return lambda: asyncio.open_unix_connection(rest)
-        host, _, port = rest.rpartition(":")
-        return lambda: asyncio.open_connection(host, int(port))
-
-    connect = opener(target)
-
-    async def accepted(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        upstream_reader, upstream_writer = await connect()
-        await asyncio.gather(_pipe(reader, upstream_writer), _pipe(upstream_reader, writer))
-
-    kind, _, rest = listen.partition(":")
-    if kind == "unix":
-        server = await asyncio.start_unix_server(accepted, rest)
-    else:
-        host, _, port = rest.rpartition(":")
-        server = await asyncio.start_server(accepted, host, int(port))
-    async with server:
-        await server.serve_forever()
-
-
-def isolated_chromium(directory: Path, port: int) -> str:
-    """A launcher that runs Chromium in a network namespace of its own (see the module's docstring),
-    and the host side of its forwarder, for as long as this process runs."""
-    socket_path = directory / "relay.sock"
-    threading.Thread(target=asyncio.run, args=(_forward(f"unix:{socket_path}", f"tcp:127.0.0.1:{port}"),),
-                     daemon=True).start()
-    forwarder = shlex.join([sys.executable, str(Path(__file__).resolve()), "--forward",
-                            f"tcp:127.0.0.1:{port}", f"unix:{socket_path}"])
-    launcher = directory / "chromium-isolated"
-    launcher.write_text(
-        "#!/bin/sh\n"
-        f"exec unshare --net sh -c 'ip link set lo up && {{ {forwarder} & }} && exec \"$0\" \"$@\"' "
-        f"{shlex.quote(CHROMIUM)} \"$@\"\n"
-    )
-    launcher.chmod(0o755)
-    return str(launcher)
 
 
 def one_run(page, base: str, timeout: float) -> dict[str, float] | None:
@@ -217,14 +154,8 @@ def main() -> None:
                                                          "desktop-relay/demo-desktop:latest"))
     parser.add_argument("--shared-network", action="store_true",
                         help="run Chromium in the host's network namespace (the default without root)")
-    parser.add_argument("--forward", nargs=2, metavar=("LISTEN", "TARGET"), help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.forward:
-        # The namespace's side of the forwarder: it goes when Chromium's launcher shell goes.
-        ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-        asyncio.run(_forward(*args.forward))
-        return
-    isolate = os.geteuid() == 0 and not args.shared_network
+    isolate = available() and not args.shared_network
     os.environ["DESKTOP_RELAY_TEST_IMAGE"] = args.image
 
     import docker
@@ -237,7 +168,8 @@ def main() -> None:
         relay.start()
         try:
             with sync_playwright() as playwright:
-                chromium = isolated_chromium(Path(directory), relay.port) if isolate else CHROMIUM
+                isolated = IsolatedChromium(CHROMIUM, Path(directory), relay.port) if isolate else None
+                chromium = str(isolated.executable) if isolated else CHROMIUM
                 browser = playwright.chromium.launch(executable_path=chromium, headless=True, args=CHROMIUM_ARGS)
                 page = browser.new_context(viewport=SCREEN).new_page()
                 page.add_init_script(PROBE)
@@ -260,6 +192,8 @@ def main() -> None:
                     stop_sessions(page)
                     time.sleep(0.5)  # let the stopped container go before the next start
                 browser.close()
+                if isolated:
+                    isolated.stop()
         finally:
             relay.stop()
             for container in engine.containers.list(all=True, filters={"label": f"{LABEL_INSTANCE}={relay.instance}"}):

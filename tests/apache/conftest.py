@@ -76,16 +76,22 @@ def start_apache(
 
 
 @pytest.fixture(scope="module")
-def chromium() -> Iterator[object]:
-    """Playwright driving Debian's Chromium (skipped without them, failed in CI). Playwright
-    never downloads a browser here (scripts/ensure-browser)."""
+def playwright() -> Iterator[object]:
+    """Playwright for Python, for Debian's Chromium (skipped without them, failed in CI).
+    Playwright never downloads a browser here (scripts/ensure-browser)."""
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
         missing("Playwright for Python is not installed", "scripts/ensure-browser")
     if not shutil.which(CHROMIUM):
         missing(f"no Chromium at {CHROMIUM}", "scripts/ensure-browser")
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
+    with sync_playwright() as driver:
+        yield driver
+
+
+@pytest.fixture(scope="module")
+def chromium(playwright) -> Iterator[object]:
+    """Headless Chromium in the host's network."""
+    browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+    yield browser
+    browser.close()
