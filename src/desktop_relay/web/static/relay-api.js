@@ -3,8 +3,8 @@
 "use strict";
 
 const relayApi = (() => {
-  // Milliseconds to add to Date.now() to get the server's time, from the Date header of the last
-  // answer: deadlines in the API are the server's epoch seconds.
+  // Milliseconds to add to Date.now() to get the server's time, from the `now` of the last session
+  // view: deadlines in the API are the server's epoch seconds.
   let clockOffset = 0;
 
   class ApiError extends Error {
@@ -16,10 +16,12 @@ const relayApi = (() => {
     }
   }
 
-  function noteServerClock(response) {
-    const date = Date.parse(response.headers.get("Date") || "");
-    // The header has whole seconds: the server's clock was on average half a second past it.
-    if (!Number.isNaN(date)) { clockOffset = date + 500 - Date.now(); }
+  function noteServerClock(data) {
+    const view = Array.isArray(data) ? data[0] : data;
+    if (view && typeof view.now === "number") {
+      // The view was made somewhere between asking and now; a long-poll's, just before the answer.
+      clockOffset = view.now * 1000 - Date.now();
+    }
   }
 
   // Not signed in (any more): to the sign-in page, and back here afterwards.
@@ -33,12 +35,9 @@ const relayApi = (() => {
       options.headers["Content-Type"] = "application/json";
       options.body = JSON.stringify(body);
     }
-    const asked = Date.now();
     const response = await fetch("/api" + path, options);
-    // The Date header is taken when the server began the answer: a long-poll's is as old as the
-    // wait, so only quick answers set the clock.
-    if (Date.now() - asked < 1000) { noteServerClock(response); }
     const data = await response.json().catch(() => ({}));
+    if (response.ok) { noteServerClock(data); }
     if (response.status === 401) { signIn(); }
     if (!response.ok) {
       throw new ApiError(response.status, data, Number(response.headers.get("Retry-After")) || null);
