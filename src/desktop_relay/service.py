@@ -135,7 +135,7 @@ class RelayService(MultiService):
             sessions=self.sessions,
             store=self.store,
         )
-        site = Site(web.app.resource())
+        site = Site(web.resource())
         site.displayTracebacks = False
         self._listener = StreamServerEndpointService(serverFromString(reactor, config.listen), site)
         # A port that cannot be bound is fatal: twistd should exit, not run without listening.

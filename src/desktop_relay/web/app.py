@@ -22,6 +22,7 @@ from klein import Klein
 from twisted.internet.defer import inlineCallbacks
 from twisted.logger import Logger
 from twisted.web.iweb import IRequest
+from twisted.web.resource import IResource, Resource
 from twisted.web.server import Request
 from twisted.web.static import File
 from werkzeug.exceptions import HTTPException
@@ -54,6 +55,32 @@ def _safe_next(target: str | None) -> str:
     if not target or not target.startswith("/") or target.startswith("//") or "\\" in target:
         return "/"
     return target
+
+
+class DecodablePaths(Resource):
+    """The site's root: refuses a path that is not UTF-8 once percent-decoded (/api/sessions/%FF).
+
+    Klein cannot route such a path: it answers a text/html 400 of its own and logs a traceback,
+    before any of our error handlers run. Here it gets a problem body and one warning line.
+    """
+
+    isLeaf = True
+    _log = Logger()
+
+    def __init__(self, routes: IResource) -> None:
+        super().__init__()
+        self._routes = routes
+
+    def render(self, request: IRequest) -> bytes | int:
+        try:
+            b"/".join(request.postpath or []).decode("utf-8")
+        except UnicodeDecodeError:
+            path = request.path.decode("ascii", "replace")
+            self._log.warn("refused {method} {path}: the path is not UTF-8", method=request.method.decode(
+                "ascii", "replace"), path=path)
+            return problem_response(request, Problem(400, "invalid-path", "Invalid path",
+                                                     "The address is not valid percent-encoded UTF-8."))
+        return self._routes.render(request)
 
 
 class RelayWeb:
@@ -98,6 +125,10 @@ class RelayWeb:
         self._store = store
         self._websocket = WebSocketResource(bridges)
         self._static = File(str(files("desktop_relay.web").joinpath("static")))
+
+    def resource(self) -> IResource:
+        """The site's root resource: these routes, behind the check of the path's encoding."""
+        return DecodablePaths(self.app.resource())
 
     @app.handle_errors(Problem)
     def _problem(self, request: IRequest, failure: Any) -> bytes:
