@@ -6,7 +6,7 @@ desktop_sessions, web_sessions, audit. A second implementation (PostgreSQL, for 
 would offer the same methods.
 """
 
-from .audit import AuditQueries
+from .audit import AuditFilter, AuditQueries
 from .desktop_sessions import DesktopSessionQueries
 from .records import (
     ACTIVE_STATES,
@@ -30,6 +30,7 @@ class SQLiteStore(DesktopSessionQueries, WebSessionQueries, AuditQueries):
 
 __all__ = [
     "ACTIVE_STATES",
+    "AuditFilter",
     "FAILED",
     "HOLDING_STATES",
     "QUEUED",
