@@ -12,6 +12,7 @@ proxy. Whatever the method, it ends in a web session carrying the user's groups 
 
 from __future__ import annotations
 
+import re
 import secrets
 from importlib.resources import files
 from typing import Any
@@ -19,7 +20,7 @@ from urllib.parse import quote, urlencode
 
 from autobahn.twisted.resource import WebSocketResource
 from klein import Klein
-from twisted.internet.defer import inlineCallbacks
+from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.logger import Logger
 from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource, Resource
@@ -48,6 +49,18 @@ from .responses import (
     routing_problem_response,
     unexpected_error_response,
 )
+
+# How the sign-in methods are named in the log and (as the key) in the audit trail.
+_METHOD_WORDS = {"local": "a local account", "oidc": "OpenID Connect", "header": "trusted headers"}
+# The audit's actor for a failed sign-in that named no one (OpenID Connect, trusted headers).
+UNKNOWN_ACTOR = "unknown"
+# Attempted user names longer than this are cut in the audit trail (anyone can type them).
+AUDIT_NAME_LENGTH = 200
+
+
+def failure_reason(failure: SignInFailed) -> str:
+    """A failed sign-in's reason for the audit trail: its kind, as a stable code."""
+    return re.sub(r"(?<!^)(?=[A-Z])", "-", type(failure).__name__).lower()
 
 
 def _safe_next(target: str | None) -> str:
@@ -167,12 +180,13 @@ class RelayWeb:
         if self._headers is not None:
             identity = self._headers.identity(request)
             if identity is None:
+                yield self._audit_failure(request, UNKNOWN_ACTOR, "no-identity-headers")
                 return render_page(
                     request, "signin-error.html", 401, title="Not signed in",
                     message="Your sign-in did not reach this service. Please open it through the "
                             "school's portal, or ask your administrator.",
                 )
-            return (yield self._signed_in(request, identity, target, "trusted headers"))
+            return (yield self._signed_in(request, identity, target, "header"))
         return render_page(request, "login.html", next=target, message="", username="")
 
     @inlineCallbacks
@@ -184,7 +198,7 @@ class RelayWeb:
         try:
             url = yield self._oidc.begin(browser, target)
         except SignInFailed as failure:
-            return self._sign_in_failed(request, failure)
+            return (yield self._sign_in_failed(request, failure))
         request.addCookie(
             self._sign_in_cookie, browser.encode("ascii"), path=b"/", httpOnly=True,
             secure=self._guard.sessions.secure, sameSite=b"lax", max_age=str(int(self._sign_in_timeout)),
@@ -206,14 +220,16 @@ class RelayWeb:
         try:
             identity, target = yield self._oidc.finish(args, browser.decode("ascii", "replace") if browser else None)
         except SignInFailed as failure:
-            return self._sign_in_failed(request, failure)
-        return (yield self._signed_in(request, identity, target, "OpenID Connect"))
+            return (yield self._sign_in_failed(request, failure))
+        return (yield self._signed_in(request, identity, target, "oidc"))
 
-    def _sign_in_failed(self, request: IRequest, failure: SignInFailed) -> bytes:
+    @inlineCallbacks
+    def _sign_in_failed(self, request: IRequest, failure: SignInFailed):  # type: ignore[no-untyped-def]
         self._log.warn(
             "sign-in from {address} failed: {kind}: {detail}",
             address=self._guard.client_address(request), kind=type(failure).__name__, detail=failure.detail,
         )
+        yield self._audit_failure(request, UNKNOWN_ACTOR, failure_reason(failure))
         if failure.status == 503:
             request.setHeader(b"Retry-After", b"60")
         return render_page(request, "signin-error.html", failure.status, title=failure.title,
@@ -224,12 +240,21 @@ class RelayWeb:
         # Groups, and so the role, are taken afresh at every sign-in.
         identity = self._roles.assign(identity)
         yield self._guard.sessions.begin(request, identity)
+        address = self._guard.client_address(request)
         self._log.info(
             "{user} signed in with {method} from {address} as {role}, groups {groups}",
-            user=identity.user_id, method=method, address=self._guard.client_address(request),
+            user=identity.user_id, method=_METHOD_WORDS[method], address=address,
             role=identity.role, groups=sorted(identity.groups),
         )
+        yield self._store.audit(self._sessions.now(), identity.user_id, "sign-in", identity.user_id, method, address)
         return redirect(request, target)
+
+    def _audit_failure(self, request: IRequest, name: str, reason: str, address: str | None = None) -> Deferred[None]:
+        """A failed sign-in's line in the audit trail: the name tried (if any), why, from where."""
+        return self._store.audit(
+            self._sessions.now(), name[:AUDIT_NAME_LENGTH], "sign-in-failed", name[:AUDIT_NAME_LENGTH], reason,
+            address or self._guard.client_address(request),
+        )
 
     @app.route("/login", methods=["POST"])
     @inlineCallbacks
@@ -245,6 +270,7 @@ class RelayWeb:
         wait = self._throttle.retry_after(username, address)
         if wait > 0:
             self._log.warn("login for {user} from {address} throttled", user=username, address=address)
+            yield self._audit_failure(request, username, "throttled", address)
             request.setHeader(b"Retry-After", str(int(wait) + 1).encode())
             return render_page(request, "login.html", 429, next=target, username=username,
                                message=f"Too many failed attempts. Try again in {int(wait) + 1} seconds.")
@@ -252,10 +278,11 @@ class RelayWeb:
         if identity is None:
             self._throttle.failed(username, address)
             self._log.info("failed login for {user} from {address}", user=username, address=address)
+            yield self._audit_failure(request, username, "wrong-password", address)
             return render_page(request, "login.html", 401, next=target, username=username,
                                message="Wrong user name or password.")
         self._throttle.succeeded(username, address)
-        return (yield self._signed_in(request, identity, target, "a local account"))
+        return (yield self._signed_in(request, identity, target, "local"))
 
     @app.route("/logout", methods=["POST"])
     @inlineCallbacks
