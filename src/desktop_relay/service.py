@@ -31,7 +31,7 @@ from .relay.assets import AssetRelay
 from .relay.client_cache import ClientFileCache
 from .relay.websocket import CLOSE_GOING_AWAY, CLOSE_SESSION_STOPPED, DesktopBridgeFactory
 from .store import SQLiteStore
-from .web.access import DesktopAccess
+from .web.access import BridgeAudit, DesktopAccess
 from .web.api import UserAPI
 from .web.app import RelayWeb
 from .web.guard import RequestGuard
@@ -89,6 +89,7 @@ class RelayService(MultiService):
             ping_interval=config.ws_ping_interval,
             open_timeout=config.ws_open_timeout,
             on_input=lambda session_id: self.sessions.input_seen(session_id),
+            listener=BridgeAudit(self.store, reactor),
         )
         self.sessions = DesktopSessions(
             store=self.store,
