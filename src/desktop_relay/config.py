@@ -128,6 +128,8 @@ class RelayConfig:
     header: HeaderSettings | None
     admin_groups: frozenset[str]
     teacher_groups: frozenset[str]
+    # Seconds the audit trail keeps a line; None: for ever.
+    audit_keep: float | None = 180 * 86400
 
     @property
     def secure_cookies(self) -> bool:
@@ -208,6 +210,7 @@ _WEBSOCKET_DEFAULTS = {
     "ping_interval": "30s",
     "open_timeout": "15s",
 }
+_AUDIT_DEFAULTS = {"keep": "180d"}
 _DESKTOP_DEFAULTS = {
     "image": None,
     "title": "",
@@ -234,6 +237,7 @@ _SECTIONS = {
     "roles": _ROLES_DEFAULTS,
     "sessions": _SESSIONS_DEFAULTS,
     "websocket": _WEBSOCKET_DEFAULTS,
+    "audit": _AUDIT_DEFAULTS,
 }
 # Environment variables the relay sets itself; a desktop section may not override them.
 _RESERVED_ENVIRONMENT = frozenset({"VNC_PW", "NO_VNC_PORT"})
@@ -479,6 +483,7 @@ def load_config(path: str | os.PathLike[str]) -> RelayConfig:
         header=None,
         admin_groups=reader.value("roles", "admin_groups", _ROLES_DEFAULTS, _word_set),
         teacher_groups=reader.value("roles", "teacher_groups", _ROLES_DEFAULTS, _word_set),
+        audit_keep=reader.value("audit", "keep", _AUDIT_DEFAULTS, _off(_duration)),
     )
     if config.auth_method == "oidc":
         config = attr.evolve(config, oidc=_read_oidc(reader))

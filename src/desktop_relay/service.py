@@ -119,6 +119,7 @@ class RelayService(MultiService):
             reconcile_interval=config.reconcile_interval,
             activity_write_interval=config.activity_write_interval,
             memory_budget_auto=config.memory_budget_auto,
+            audit_keep=config.audit_keep,
         )
         self.access = DesktopAccess(self.store, self.sessions, guard)
         web = RelayWeb(
