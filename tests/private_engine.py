@@ -1,0 +1,130 @@
+"""A Docker engine of the tests' own: a second dockerd with its own data root, sockets and bridge,
+which a test may stop and start at will. The machine's engine serves others and is never touched.
+
+Port publishing to 127.0.0.1 works without iptables: the engine's userland proxy (docker-proxy)
+listens on the loopback port and forwards to the container on the private bridge.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import secrets
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import docker
+
+# Private /24s tried for the bridge, one not already routed on this machine is taken.
+_SUBNETS = [ipaddress.ip_network(f"10.213.{n}.0/24") for n in range(10, 250)]
+
+
+def _ip(*args: str) -> str:
+    return subprocess.run(["ip", *args], check=True, capture_output=True, text=True).stdout
+
+
+def _free_subnet() -> ipaddress.IPv4Network:
+    routed = _ip("-4", "-o", "addr", "show") + _ip("-4", "route", "show")
+    for subnet in _SUBNETS:
+        if str(subnet.network_address).rsplit(".", 1)[0] + "." not in routed:
+            return subnet
+    raise RuntimeError("no free private subnet for the test engine's bridge")
+
+
+class PrivateEngine:
+    """A dockerd owned by the tests: `start`, `stop` (SIGTERM, as `systemctl stop docker` does),
+    `start` again; `close` stops it and removes its bridge and data."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        directory.mkdir(parents=True, exist_ok=True)
+        self.socket = directory / "docker.sock"
+        self.url = f"unix://{self.socket}"
+        self.log_path = directory / "dockerd.log"
+        self.bridge = "drt" + secrets.token_hex(4)
+        self._subnet = _free_subnet()
+        self.process: subprocess.Popen[bytes] | None = None
+        _ip("link", "add", "name", self.bridge, "type", "bridge")
+        _ip("addr", "add", f"{self._subnet.network_address + 1}/{self._subnet.prefixlen}", "dev", self.bridge)
+        _ip("link", "set", self.bridge, "up")
+
+    def start(self, timeout: float = 30) -> None:
+        """Start the daemon and wait until it answers."""
+        assert self.process is None or self.process.poll() is not None, "the engine is running"
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                [
+                    "dockerd",
+                    f"--data-root={self.directory / 'data'}",
+                    f"--exec-root={self.directory / 'exec'}",
+                    f"--pidfile={self.directory / 'docker.pid'}",
+                    f"--host={self.url}",
+                    f"--bridge={self.bridge}",
+                    # The machine's engine owns the firewall; ours must leave it alone.
+                    "--iptables=false", "--ip6tables=false", "--ip-masq=false",
+                    f"--cgroup-parent={self.bridge}",
+                    # Containers have a second to stop when the engine does, as a restart would.
+                    "--shutdown-timeout=1",
+                ],
+                stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise AssertionError(f"dockerd exited with {self.process.returncode}:\n{self.log()[-3000:]}")
+            if self.socket.exists():
+                try:
+                    with self.client() as client:
+                        client.ping()
+                    return
+                except docker.errors.DockerException:
+                    pass
+            time.sleep(0.1)
+        raise AssertionError(f"dockerd did not answer within {timeout}s:\n{self.log()[-3000:]}")
+
+    def stop(self, timeout: float = 30) -> None:
+        """SIGTERM, as a service manager stops the engine; its containers stop with it."""
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+            raise AssertionError(f"dockerd did not stop within {timeout}s of SIGTERM") from None
+
+    def client(self) -> docker.DockerClient:
+        return docker.DockerClient(base_url=self.url, timeout=30)
+
+    def load_image(self, source: docker.DockerClient, image: str) -> None:
+        """Copy an image from another engine (no registry involved)."""
+        wanted = source.images.get(image)
+        with self.client() as client:
+            try:
+                if client.images.get(image).id == wanted.id:
+                    return
+            except docker.errors.ImageNotFound:
+                pass
+            client.images.load(b"".join(source.api.get_image(image)))
+
+    def remove_containers(self) -> None:
+        with self.client() as client:
+            for container in client.containers.list(all=True):
+                container.remove(force=True)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def close(self) -> None:
+        """Stop the engine and take away everything it made."""
+        try:
+            if self.process is not None and self.process.poll() is None:
+                self.remove_containers()
+            self.stop()
+        finally:
+            subprocess.run(["ip", "link", "delete", self.bridge], check=False, capture_output=True)
+            shutil.rmtree(self.directory / "data", ignore_errors=True)
+            shutil.rmtree(self.directory / "exec", ignore_errors=True)
