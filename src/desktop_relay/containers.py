@@ -76,37 +76,47 @@ class ContainerInfo:
     problem: str | None = None
     # VNC_PW from the container's environment, so a relay that lost its store can adopt it.
     vnc_password: str | None = None
+    # The kernel's OOM killer ended it (Docker's State.OOMKilled).
     oom_killed: bool = False
-    # When it last started and stopped (epoch seconds; None: never).
-    started_at: float | None = None
+    # Epoch seconds of the last exit; None while running or when it never ran.
     finished_at: float | None = None
+    # Epoch seconds of the last start; None when it never ran.
+    started_at: float | None = None
 
 
 @attr.s(frozen=True, auto_attribs=True)
 class ContainerEvent:
-    """One event of the engine's stream about one of our containers."""
+    """One change of one of our containers, as the engine announced it."""
 
     container_id: str
-    session_id: str  # from the label, "" if none
-    action: str  # Docker's action: create, start, die, oom, kill, destroy, ...
-    exit_code: int | None  # for die
-    at: float  # the engine's event time
+    # From the container's session label; "" when it has none.
+    session_id: str
+    # The engine's action word: "create", "start", "die", "oom", "kill", "stop", "destroy", ...
+    action: str
+    # The exit code, for "die"; None otherwise.
+    exit_code: int | None
+    # When the engine says it happened, epoch seconds.
+    at: float
 
 
 class IEventFollower(Interface):
-    """A running subscription to the engine's events."""
+    """A running subscription to the engine's container events."""
 
     def stop() -> Deferred[None]:
-        """Stop following; fires when the worker thread has let go."""
+        """Stop following; fires when the worker thread has let go. No event is delivered after."""
 
 
 class IContainerProvisioner(Interface):
     """Starts, inspects and removes desktop containers. Every method returns a Deferred and
-    never blocks the reactor; engine outages fail with ContainerEngineUnavailable."""
+    never blocks the reactor; engine outages fail with ContainerEngineUnavailable, an engine that
+    does not answer in time with its subclass ContainerEngineTimedOut."""
 
     def start(spec: ContainerSpec) -> Deferred[ContainerInfo]:
         """Create and start the container for spec; ContainerStartFailed if the engine says no.
-        A container that could not be started is removed before the failure is reported."""
+        A container that could not be started is removed before the failure is reported. After
+        ContainerEngineUnavailable (a timed-out create may still be carried out) the provisioner
+        itself keeps removing the session's container for a while; a new start() of the same
+        session ends that watch."""
 
     def inspect(container_id: str) -> Deferred[ContainerInfo | None]:
         """Current state of a container, or None when it no longer exists."""
@@ -131,4 +141,9 @@ class IContainerProvisioner(Interface):
     ) -> IEventFollower:
         """Follow the engine's container events of this instance, calling on_event on the reactor
         thread; on_connected each time the stream is (re)established (the caller then
-        reconciles), on_lost(reason) each time it breaks; reconnects with backoff until stopped."""
+        reconciles), on_lost(reason) each time it breaks; reconnects with backoff
+        (0.5 s doubling to 10 s) until stopped.
+
+        The two alternate: on_lost comes first if the engine cannot be reached at all, and a
+        failed reconnection attempt does not call on_lost again. A hung engine keeps an open
+        stream silent: requests time out (ContainerEngineTimedOut), the stream is not lost."""

@@ -23,13 +23,17 @@ from desktop_relay.backend import Backend, container_agent
 from desktop_relay.config import DesktopType
 from desktop_relay.containers import (
     LABEL_INSTANCE,
+    LABEL_SESSION,
+    ContainerEngineTimedOut,
     ContainerEngineUnavailable,
+    ContainerEvent,
     ContainerInfo,
     ContainerStartFailed,
     IContainerProvisioner,
 )
 from desktop_relay.docker_provisioner import (
     DockerProvisioner,
+    container_event_from_engine,
     container_info_from_inspect,
     docker_threadpool,
 )
@@ -234,18 +238,19 @@ async def test_the_provisioner_recovers_when_the_engine_appears_later(
 
 
 @pytest_twisted.ensureDeferred
-async def test_an_engine_that_never_answers_counts_as_unreachable(threadpool: ThreadPool) -> None:
+async def test_an_engine_that_never_answers_times_out_after_the_timeout(threadpool: ThreadPool) -> None:
     # A listening socket nobody accepts from: connections succeed, answers never come.
     with socket.socket() as silent:
         silent.bind(("127.0.0.1", 0))
         silent.listen(8)
         url = f"tcp://127.0.0.1:{silent.getsockname()[1]}"
-        provisioner = DockerProvisioner(reactor, threadpool, url=url, timeout=1)
+        provisioner = DockerProvisioner(reactor, threadpool, url=url, timeout=0.5)
         began = time.monotonic()
-        with pytest.raises(ContainerEngineUnavailable) as failure:
+        with pytest.raises(ContainerEngineTimedOut) as failure:
             await provisioner.list_managed("nobody")
-    assert str(failure.value) == f"Docker engine unreachable at {url}: it did not answer in time"
-    assert time.monotonic() - began < 5
+    assert str(failure.value) == f"Docker engine at {url} did not answer within 0.5 s (the [docker] timeout)"
+    assert isinstance(failure.value, ContainerEngineUnavailable)
+    assert 0.5 <= time.monotonic() - began < 1.5
 
 
 def test_a_stopped_containers_problem_is_put_in_words() -> None:
@@ -268,3 +273,35 @@ def test_a_stopped_containers_problem_is_put_in_words() -> None:
     assert container_info_from_inspect(state()).vnc_password == "secret"
     running = container_info_from_inspect(state(Status="running"))
     assert (running.running, running.problem, running.exit_code, running.host_port) == (True, None, None, None)
+
+
+def test_start_and_finish_times_and_the_oom_kill_are_read_from_the_engines_state() -> None:
+    def inspected(**state: object) -> ContainerInfo:
+        return container_info_from_inspect({"Id": "c0ffee", "Config": {}, "State": state})
+
+    exited = inspected(
+        Status="exited", ExitCode=137, OOMKilled=True,
+        StartedAt="2024-05-01T07:30:00.123456789Z", FinishedAt="2024-05-01T07:31:00.5+02:00",
+    )
+    assert exited.oom_killed
+    assert exited.started_at == pytest.approx(1714548600.123456789)
+    assert exited.finished_at == pytest.approx(1714548600.123456789 + 60 - 7200 + 0.376543211)
+    never = inspected(Status="created", StartedAt="0001-01-01T00:00:00Z", FinishedAt="0001-01-01T00:00:00Z")
+    assert (never.oom_killed, never.started_at, never.finished_at) == (False, None, None)
+    # Started again: the engine still reports the previous run's end.
+    again = inspected(Status="running", StartedAt="2024-05-01T08:00:00Z", FinishedAt="2024-05-01T07:31:00Z")
+    assert (again.started_at, again.finished_at) == (1714550400.0, None)
+
+
+def test_an_engine_event_becomes_a_container_event() -> None:
+    message = {
+        "Type": "container", "Action": "die", "status": "die", "id": "c0ffee", "time": 1714548600,
+        "timeNano": 1714548600123456789,
+        "Actor": {"ID": "c0ffee", "Attributes": {"exitCode": "137", LABEL_SESSION: "s1", "name": "x"}},
+    }
+    assert container_event_from_engine(message) == ContainerEvent(
+        container_id="c0ffee", session_id="s1", action="die", exit_code=137, at=pytest.approx(1714548600.123456789)
+    )
+    started = {"Type": "container", "Action": "start", "time": 1714548600, "Actor": {"ID": "c0ffee", "Attributes": {}}}
+    assert container_event_from_engine(started) == ContainerEvent("c0ffee", "", "start", None, 1714548600.0)
+    assert container_event_from_engine({"Type": "network", "Action": "connect", "Actor": {"ID": "n"}}) is None

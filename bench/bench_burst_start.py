@@ -1,0 +1,112 @@
+"""30 pupils press Start within one second: time until the first and the last desktop is ready.
+
+Runs a real relay (twistd) against the local Docker engine and the demo image, once with limits
+that force queueing and once without, interleaved, `--repeats` times each. Each user signs in,
+then all press Start within one second (spread evenly), and each waits with the API's long-poll
+(`GET /api/sessions/ID?wait=ready`) as the dashboard does. Reports, per configuration, medians
+over the repeats of: POST answer time (p50/max over all users), time from the first click to the
+first and to the last ready desktop, and how many were queued.
+
+    .venv/bin/python bench/bench_burst_start.py                  # 30 users, 2 repeats: a few minutes
+    .venv/bin/python bench/bench_burst_start.py --users 10 --repeats 1
+
+Needs what scripts/test installs (dockerd, the demo image). Cleans up its containers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+
+import docker  # noqa: E402
+from relay_harness import LABEL_INSTANCE, RelayProcess  # noqa: E402
+
+CONFIGS = {
+    # Unbounded but for what the machine can do.
+    "no limits": {"sessions": {"max_total": "off", "max_starting": "100", "memory_budget": "off",
+                               "max_per_user": "2"}},
+    # At most 4 containers created at once: the others wait in the queue, in order.
+    "queueing (max_starting 4)": {"sessions": {"max_total": "off", "max_starting": "4", "max_per_user": "2",
+                                               "memory_budget": "off"}},
+}
+
+
+def run_once(users: int, sections: dict[str, dict[str, str]], engine: docker.DockerClient) -> dict[str, float]:
+    with tempfile.TemporaryDirectory() as directory:
+        names = {f"pupil{n}": "pupils" for n in range(users)}
+        sections = {**sections, "docker": {"start_timeout": "120s", "threads": "8"}}
+        relay = RelayProcess(Path(directory), users=names, sections=sections)
+        relay.start()
+        try:
+            browsers = []
+            for name in names:
+                browser = relay.client()
+                browser.login(name)
+                browsers.append(browser)
+            posts: list[float] = [0.0] * users
+            readies: list[float] = [0.0] * users
+            queued = [False] * users
+            begin = time.monotonic() + 0.2
+
+            def press(index: int) -> None:
+                browser = browsers[index]
+                time.sleep(max(0.0, begin + index / users - time.monotonic()))
+                clicked = time.monotonic()
+                response = browser.api("POST", "/sessions", {"desktop": "demo"})
+                posts[index] = time.monotonic() - clicked
+                view = response.json()
+                queued[index] = view["state"] == "queued"
+                while view["state"] in ("queued", "starting"):
+                    view = browser.api("GET", f"/sessions/{view['id']}?wait=ready").json()
+                if view["state"] != "ready":
+                    raise AssertionError(view)
+                readies[index] = time.monotonic() - begin
+
+            threads = [threading.Thread(target=press, args=(i,)) for i in range(users)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+            return {
+                "post_p50": statistics.median(posts) * 1000,
+                "post_max": max(posts) * 1000,
+                "first_ready": min(readies),
+                "last_ready": max(readies),
+                "queued": sum(queued),
+            }
+        finally:
+            relay.stop()
+            for container in engine.containers.list(all=True, filters={"label": f"{LABEL_INSTANCE}={relay.instance}"}):
+                container.remove(force=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--users", type=int, default=30)
+    parser.add_argument("--repeats", type=int, default=2)
+    args = parser.parse_args()
+    engine = docker.from_env()
+    results: dict[str, list[dict[str, float]]] = {name: [] for name in CONFIGS}
+    for _ in range(args.repeats):
+        for name, sections in CONFIGS.items():
+            results[name].append(run_once(args.users, sections, engine))
+            print(name, results[name][-1], flush=True)
+    print(f"\n{args.users} users pressing Start within 1 s; medians of {args.repeats} run(s)\n")
+    print("| configuration | POST p50 / max, ms | first ready, s | last ready, s | queued |")
+    print("|---|---|---|---|---|")
+    for name, runs in results.items():
+        def med(key: str, runs: list[dict[str, float]] = runs) -> float:
+            return statistics.median(r[key] for r in runs)
+        print(f"| {name} | {med('post_p50'):.0f} / {med('post_max'):.0f} | {med('first_ready'):.2f} | "
+              f"{med('last_ready'):.2f} | {med('queued'):.0f} |")
+
+
+if __name__ == "__main__":
+    main()
