@@ -370,6 +370,20 @@ async def test_reconcile_requeues_a_start_the_relay_never_finished(store: SQLite
 
 
 @pytest_twisted.ensureDeferred
+async def test_reconcile_restarts_a_start_the_relay_left_between_create_and_start(store: SQLiteStore) -> None:
+    world = World(store)
+    now = world.sessions.now()
+    crashed = DesktopSession(id="crashed", owner=PUPIL.user_id, desktop="demo", state=STARTING, reason=None,
+                             container_id=None, host_port=None, vnc_password="pw", created=now, updated=now)
+    await store.add_session(crashed)
+    husk = (await world.engine.start(_spec(world, crashed))).container_id
+    world.engine.containers[husk].status = "created"
+    await world.reconcile()
+    assert (await store.get_session("crashed")).state == READY
+    assert husk in world.engine.removed and world.engine.container_for("crashed").status == "running"
+
+
+@pytest_twisted.ensureDeferred
 async def test_reconcile_adopts_a_running_container_the_store_lost(store: SQLiteStore, tmp_path: Path) -> None:
     from twisted.internet import reactor
 
