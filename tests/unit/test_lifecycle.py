@@ -296,8 +296,10 @@ async def test_starts_at_once_are_bounded_by_max_starting(store: SQLiteStore) ->
 
 @pytest_twisted.ensureDeferred
 async def test_a_container_that_dies_ends_its_session_with_why(store: SQLiteStore) -> None:
+    from twisted.internet import reactor
+
     world = World(store)
-    handler = EventHandler(world.sessions, store)
+    handler = EventHandler(world.sessions, store, reactor)
     world.engine.follow_events("test", handler, lambda: None, lambda reason: None)
     killed = await world.started(OTHERS[0])
     starved = await world.started(OTHERS[1])
@@ -314,9 +316,38 @@ async def test_a_container_that_dies_ends_its_session_with_why(store: SQLiteStor
 
 
 @pytest_twisted.ensureDeferred
-async def test_a_container_appearing_for_a_session_that_is_not_starting_is_removed(store: SQLiteStore) -> None:
+async def test_a_container_stopped_as_the_engine_shuts_down_ends_engine_lost(store: SQLiteStore) -> None:
+    from twisted.internet import reactor
+
     world = World(store)
-    handler = EventHandler(world.sessions, store)
+    handler = EventHandler(world.sessions, store, reactor, shutdown_grace=0.05)
+    world.engine.follow_events("test", handler, lambda: None, lambda reason: None)
+    lost, stopped = await world.started(OTHERS[0]), await world.started(OTHERS[1])
+    # The engine signals its containers, they exit cleanly, then its event stream ends.
+    world.engine.emit(world.engine.containers[lost.container_id], "kill")
+    world.engine.exit(lost.container_id, exit_code=0)
+    world.sessions.engine.lost("the engine closed the event stream")
+    for pending in handler.pending():
+        await pending
+    assert (await store.get_session(lost.id)).state == READY
+    world.sessions.engine.back()
+    await world.reconcile()
+    assert (await store.get_session(lost.id)).end_reason == "engine-lost"
+    # An admin's `docker stop` while the engine stays: the session ends once the grace is over.
+    world.engine.emit(world.engine.containers[stopped.container_id], "kill")
+    world.engine.exit(stopped.container_id, exit_code=0)
+    for pending in handler.pending():
+        await pending
+    ended = await store.get_session(stopped.id)
+    assert (ended.state, ended.end_reason) == (STOPPED, "container-exited")
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_container_appearing_for_a_session_that_is_not_starting_is_removed(store: SQLiteStore) -> None:
+    from twisted.internet import reactor
+
+    world = World(store)
+    handler = EventHandler(world.sessions, store, reactor)
     session = await world.started()
     await world.sessions.stop(session, PUPIL.user_id)
     # The engine carries out a create it was asked for long ago (a hung engine, resumed).
