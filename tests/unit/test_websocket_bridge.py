@@ -24,6 +24,7 @@ from twisted.internet import defer, task
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.interfaces import IPushProducer
 from twisted.internet.ssl import PrivateCertificate
+from twisted.logger import LogLevel, globalLogPublisher
 from twisted.web.resource import Resource
 from twisted.web.server import Site
 from zope.interface import implementer
@@ -249,6 +250,7 @@ def relay_maker(container_cert: PrivateCertificate) -> Callable[..., defer.Defer
         subprotocol: str | None = None,
         max_message_size: int = MAX_MESSAGE,
         open_timeout: float = 5,
+        on_input: Callable[[str], None] | None = None,
     ) -> Relay:
         reactor = _reactor()
         container = FakeContainer(subprotocol=subprotocol)
@@ -276,6 +278,7 @@ def relay_maker(container_cert: PrivateCertificate) -> Callable[..., defer.Defer
             max_message_size=max_message_size,
             ping_interval=30,
             open_timeout=open_timeout,
+            **({"on_input": on_input} if on_input is not None else {}),
         )
         desktop = Resource()
         session = Resource()
@@ -579,6 +582,100 @@ async def test_oversize_message_from_the_container_is_refused_and_never_reaches_
     code, _ = await browser.closed
     assert code in (1009, 1000)
     assert browser.messages.pending == []
+
+
+# -- input activity -------------------------------------------------------------------------
+
+RFB_HANDSHAKE = [BANNER, b"\x01", b"\x01"]  # version, security type None, ClientInit
+FBUR = bytes.fromhex("030100000000050002d0")
+KEY_EVENT = bytes.fromhex("0401000000000061")
+POINTER_EVENT = bytes.fromhex("050000100010")
+
+
+async def _through(browser: Browser, payload: bytes) -> None:
+    """Send ``payload`` and wait for the container's echo: it has passed the whole bridge."""
+    browser.sendMessage(payload, isBinary=True)
+    assert await browser.messages.get() == (payload, True)
+
+
+@pytest_twisted.ensureDeferred
+async def test_input_from_the_browser_is_reported_and_update_requests_are_not(relay_maker):
+    seen: list[str] = []
+    relay = await relay_maker(on_input=seen.append)
+    browser = await relay.browser()
+    assert await browser.messages.get() == (BANNER, True)
+    for payload in [*RFB_HANDSHAKE, FBUR, FBUR]:
+        await _through(browser, payload)
+    assert seen == []
+    await _through(browser, KEY_EVENT)
+    assert seen == ["s1"]
+    await _through(browser, FBUR + POINTER_EVENT)
+    assert seen == ["s1", "s1"]
+    # The same pointer position again is not a person; nor are more update requests.
+    await _through(browser, POINTER_EVENT)
+    await _through(browser, FBUR)
+    assert seen == ["s1", "s1"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_unknown_message_counts_as_input_from_then_on_and_is_logged_once(relay_maker):
+    events: list[dict] = []
+    globalLogPublisher.addObserver(events.append)
+    try:
+        seen: list[str] = []
+        relay = await relay_maker(on_input=seen.append)
+        browser = await relay.browser()
+        assert await browser.messages.get() == (BANNER, True)
+        for payload in RFB_HANDSHAKE:
+            await _through(browser, payload)
+        await _through(browser, b"\x07unknown")
+        await _through(browser, FBUR)
+        await _through(browser, FBUR)
+    finally:
+        globalLogPublisher.removeObserver(events.append)
+    assert seen == ["s1", "s1", "s1"]
+    told = [e for e in events if "idle detection off" in e.get("log_format", "")]
+    assert len(told) == 1
+    assert told[0]["log_level"] == LogLevel.warn and told[0]["session"] == "s1"
+    assert "type 7" in told[0]["why"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_text_message_from_the_browser_stops_classifying(relay_maker):
+    seen: list[str] = []
+    relay = await relay_maker(on_input=seen.append)
+    browser = await relay.browser()
+    assert await browser.messages.get() == (BANNER, True)
+    for payload in RFB_HANDSHAKE:
+        await _through(browser, payload)
+    browser.sendMessage(b"UkZC", isBinary=False)
+    assert await browser.messages.get() == (b"UkZC", False)
+    await _through(browser, FBUR)
+    assert seen == ["s1", "s1"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_failing_input_listener_is_logged_and_the_desktop_keeps_working(relay_maker, fail_on_logged_errors):
+    def broken(session_id: str) -> None:
+        raise RuntimeError("store gone")
+
+    relay = await relay_maker(on_input=broken)
+    browser = await relay.browser()
+    assert await browser.messages.get() == (BANNER, True)
+    for payload in [*RFB_HANDSHAKE, KEY_EVENT, KEY_EVENT]:
+        await _through(browser, payload)
+    failures = [e for e in fail_on_logged_errors if "recording input" in str(e.get("log_format"))]
+    assert len(failures) == 2
+    fail_on_logged_errors.clear()
+
+
+@pytest_twisted.ensureDeferred
+async def test_bridge_without_an_input_listener_still_classifies_quietly(relay_maker):
+    relay = await relay_maker()
+    browser = await relay.browser()
+    assert await browser.messages.get() == (BANNER, True)
+    for payload in [*RFB_HANDSHAKE, KEY_EVENT]:
+        await _through(browser, payload)
 
 
 def _bulk_sender(send: Callable[..., None]) -> Callable[..., None]:

@@ -3,8 +3,10 @@
 This module owns the upgrade of ``/desktop/<session-id>/websockify`` once twisted.web has handed
 it to Autobahn: asking the injected resolver who may connect where, opening the container's
 ``wss://…/websockify`` with the relay's own Basic auth, answering the browser's upgrade only once
-the container's is done, copying messages both ways under producer/consumer flow control, and
-closing each side when the other goes, with codes that say why.
+the container's is done, copying messages both ways under producer/consumer flow control,
+telling the injected ``on_input`` when the browser's messages carry a person's input (see
+:mod:`desktop_relay.relay.rfb`), and closing each side when the other goes, with codes that say
+why.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from desktop_relay.backend import Backend, container_tls_options
+from desktop_relay.relay.rfb import InputClassifier
 
 __all__ = [
     "CLOSE_CONTAINER_GONE",
@@ -52,6 +55,7 @@ __all__ = [
     "BridgeTarget",
     "DesktopBridgeFactory",
     "DesktopBridgeProtocol",
+    "InputListener",
     "Resolver",
 ]
 
@@ -90,6 +94,14 @@ class BridgeTarget:
 #: Checks an upgrade (cookie, session, ownership, Origin) and names its container, or fails
 #: with ``ConnectionDeny(status, reason)``.
 Resolver = Callable[[ConnectionRequest], "defer.Deferred[BridgeTarget]"]
+
+#: Told the session id of a bridge whose browser just sent a person's input; called on the
+#: reactor for such messages, so it must be cheap (store a time, nothing more).
+InputListener = Callable[[str], None]
+
+
+def _ignore_input(session_id: str) -> None:
+    pass
 
 
 class ContainerRefused(Exception):
@@ -355,6 +367,8 @@ class DesktopBridgeProtocol(_LeanTransportMixin, WebSocketServerProtocol):  # ty
         self.bytes_to_browser = 0
         self.bytes_to_container = 0
         self._close_codes: dict[str, int | None] = {}
+        self._input = InputClassifier()
+        self._gave_up_told = False
 
     # -- opening ------------------------------------------------------------------------
 
@@ -506,6 +520,30 @@ class DesktopBridgeProtocol(_LeanTransportMixin, WebSocketServerProtocol):  # ty
             return
         self.bytes_to_container += len(payload)
         container.sendMessage(payload, isBinary)
+        # Classified after it is on its way: the desktop never waits for the idle clock.
+        classifier = self._input
+        if not isBinary:
+            # RFB travels in binary messages (text ones only in websockify's obsolete base64
+            # subprotocol): whatever this is, the parser cannot follow it.
+            classifier.give_up("a text message from the browser")
+        if classifier.feed(payload):
+            self._input_seen(classifier)
+
+    def _input_seen(self, classifier: InputClassifier) -> None:
+        target = self.target
+        assert target is not None
+        if classifier.gave_up is not None and not self._gave_up_told:
+            self._gave_up_told = True
+            self._log.warn(
+                "idle detection off for a bridge of {session}: its browser's traffic counts as "
+                "input from now on ({why})",
+                session=target.session_id,
+                why=classifier.gave_up,
+            )
+        try:
+            self.factory.on_input(target.session_id)
+        except Exception:  # noqa: BLE001 - the idle clock must never break the desktop
+            self._log.failure("recording input of session {session} failed", session=target.session_id)
 
     def _from_container(self, payload: bytes, is_binary: bool) -> None:
         if self._closing:
@@ -631,6 +669,8 @@ class DesktopBridgeFactory(WebSocketServerFactory):
     :param max_message_size: largest message (and frame) accepted from either side, in bytes.
     :param ping_interval: seconds between pings on idle connections (0: no pings).
     :param open_timeout: seconds for the resolver, and again for the container, to answer.
+    :param on_input: told the session id whenever a browser's message carried a person's input
+        (see :data:`InputListener`); by default nobody is told.
     """
 
     protocol = DesktopBridgeProtocol  # type: ignore[assignment]  # Factory's protocol type is generic
@@ -645,11 +685,13 @@ class DesktopBridgeFactory(WebSocketServerFactory):
         max_message_size: int,
         ping_interval: float,
         open_timeout: float,
+        on_input: InputListener = _ignore_input,
     ) -> None:
         # No Server header of ours in the 101: Apache sets its own.
         super().__init__(url=url, server=None, externalPort=None, reactor=reactor)
         self._resolve = resolve
         self.open_timeout = open_timeout
+        self.on_input = on_input
         self._bridges: dict[str, set[DesktopBridgeProtocol]] = {}
         self._public_origin = _origin_of(url)
         self.setProtocolOptions(
