@@ -50,9 +50,13 @@ class PrivateEngine:
         _ip("addr", "add", f"{self._subnet.network_address + 1}/{self._subnet.prefixlen}", "dev", self.bridge)
         _ip("link", "set", self.bridge, "up")
 
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
     def start(self, timeout: float = 30) -> None:
         """Start the daemon and wait until it answers."""
-        assert self.process is None or self.process.poll() is not None, "the engine is running"
+        assert not self.running, "the engine is running"
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
                 [
@@ -75,19 +79,22 @@ class PrivateEngine:
             if self.process.poll() is not None:
                 raise AssertionError(f"dockerd exited with {self.process.returncode}:\n{self.log()[-3000:]}")
             if self.socket.exists():
+                client = self.client()
                 try:
-                    with self.client() as client:
-                        client.ping()
+                    client.ping()
                     return
                 except docker.errors.DockerException:
                     pass
+                finally:
+                    client.close()
             time.sleep(0.1)
         raise AssertionError(f"dockerd did not answer within {timeout}s:\n{self.log()[-3000:]}")
 
     def stop(self, timeout: float = 30) -> None:
         """SIGTERM, as a service manager stops the engine; its containers stop with it."""
-        if self.process is None or self.process.poll() is not None:
+        if not self.running:
             return
+        assert self.process is not None
         self.process.send_signal(signal.SIGTERM)
         try:
             self.process.wait(timeout=timeout)
@@ -102,18 +109,27 @@ class PrivateEngine:
     def load_image(self, source: docker.DockerClient, image: str) -> None:
         """Copy an image from another engine (no registry involved)."""
         wanted = source.images.get(image)
-        with self.client() as client:
+        client = self.client()
+        try:
             try:
                 if client.images.get(image).id == wanted.id:
                     return
             except docker.errors.ImageNotFound:
                 pass
             client.images.load(b"".join(source.api.get_image(image)))
+        finally:
+            client.close()
 
     def remove_containers(self) -> None:
-        with self.client() as client:
+        client = self.client()
+        try:
             for container in client.containers.list(all=True):
-                container.remove(force=True)
+                try:
+                    container.remove(force=True)
+                except docker.errors.NotFound:
+                    pass  # its relay removed it meanwhile
+        finally:
+            client.close()
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
@@ -121,7 +137,7 @@ class PrivateEngine:
     def close(self) -> None:
         """Stop the engine and take away everything it made."""
         try:
-            if self.process is not None and self.process.poll() is None:
+            if self.running:
                 self.remove_containers()
             self.stop()
         finally:
