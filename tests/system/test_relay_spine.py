@@ -189,19 +189,19 @@ def test_relay_that_lost_its_database_adopts_running_containers(
     assert len(containers_of(docker_client, relay)) == 1
 
 
-def test_docker_unreachable_answers_503_and_the_relay_keeps_serving(
+def test_docker_unreachable_queues_starts_and_the_relay_keeps_serving(
     relay_factory: Callable[..., RelayProcess],
 ) -> None:
     relay = relay_factory(sections={"docker": {"url": "unix:///nonexistent/docker.sock"}})
     alice = relay.client()
     alice.login("alice")
     response = alice.api("POST", "/sessions", {"desktop": "demo"})
-    assert response.status_code == 503
-    assert response.headers["Retry-After"] == "30"
-    assert response.json()["type"].endswith("container-engine-unavailable")
-    assert "container engine" in response.json()["detail"]
-    # Nothing half-written, and everything that does not need the engine still works.
-    assert alice.api("GET", "/sessions").json() == []
+    # The start waits in the queue for the engine instead of failing.
+    assert response.status_code == 202, response.text
+    session = response.json()
+    assert (session["state"], session["position"], session["engine"]) == ("queued", 1, "unreachable")
+    # Everything that does not need the engine still works.
+    assert [s["id"] for s in alice.api("GET", "/sessions").json()] == [session["id"]]
     assert alice.api("GET", "/desktops").status_code == 200
     assert relay.process.poll() is None
     assert "Docker engine unreachable at unix:///nonexistent/docker.sock" in relay.log()

@@ -70,8 +70,9 @@ class LifecycleService(Service):
 
     @inlineCallbacks
     def prepare(self) -> Generator[Deferred[Any], Any, None]:
-        """Before the relay listens: learn the memory budget, and reconcile once."""
-        yield self._learn_budget()
+        """Before the relay listens: learn the memory budget, and reconcile once. An engine that
+        cannot be reached does not stop the relay from starting: both happen when it is back."""
+        yield self._guarded(self._learn_budget)
         yield self._guarded(self.reconcile)
 
     def startService(self) -> None:
