@@ -190,6 +190,28 @@ async def test_container_exiting_while_starting_fails_with_dockers_reason(store:
 
 
 @pytest_twisted.ensureDeferred
+async def test_container_exiting_while_starting_is_failed_by_the_start_not_the_event(store: SQLiteStore) -> None:
+    from twisted.internet import reactor
+
+    world = World(store)
+    handler = EventHandler(world.sessions, store, reactor)
+    world.engine.follow_events("test", handler, lambda: None, lambda reason: None)
+    world.probe.ready = False
+    session, _ = await world.sessions.start(PUPIL, "demo")
+    while world.engine.container_for(session.id) is None:
+        await task.deferLater(reactor, 0.01, lambda: None)
+    container = world.engine.container_for(session.id)
+    container.logs = "Xvnc: fatal error: cannot open display\n"
+    world.engine.exit(container.container_id, exit_code=1)
+    for pending in handler.pending():
+        await pending
+    await world.settle()
+    failed = await store.get_session(session.id)
+    assert (failed.state, failed.end_reason) == (FAILED, "start-failed")
+    assert "exited with code 1" in failed.reason and "cannot open display" in failed.reason
+
+
+@pytest_twisted.ensureDeferred
 async def test_desktop_that_never_answers_fails_after_the_start_timeout(store: SQLiteStore) -> None:
     world = World(store, start_timeout=0.3)
     world.probe.ready = False

@@ -70,6 +70,8 @@ class EventHandler:
             return  # ours to stop, or already ended
         if session.container_id not in (None, event.container_id):
             return  # an older container of the session
+        if session.state == STARTING and self._sessions.working_on(session.id):
+            return  # its start notices and fails it, with Docker's reason and the container's last words
         try:
             info = yield self._sessions.provisioner.inspect(event.container_id)
         except ContainerEngineUnavailable:
