@@ -2,7 +2,8 @@
 and against a naive Autobahn bridge, all measured with the same load in the same run.
 
 Four kinds of processes on loopback: a container-like Autobahn wss server (self-signed cert, Basic
-auth, streams 64 KiB messages under flow control, echoes small ones); our relay (twisted.web Site +
+auth, streams 64 KiB messages under flow control, echoes small ones, swallows
+FramebufferUpdateRequests); our relay (twisted.web Site +
 WebSocketResource + DesktopBridgeFactory, resolver returning a fixed target); the naive bridge (the
 obvious Autobahn bridge, no flow control, default options); and this process, which generates the
 load (with the streaming load of the echo test in a process of its own) and reads each bridge's
@@ -38,6 +39,19 @@ ORIGIN = "http://127.0.0.1:8080"
 #: The bridges under test, in table order.
 BRIDGES = ("naive", "ours")
 MODES = ("direct", *BRIDGES)
+
+# What a VNC web client sends (RFB, client to server), so that our bridge's input classifier
+# works on the measured path: the handshake (version, security type None, ClientInit), an
+# incremental FramebufferUpdateRequest for 1280x720, and a KeyEvent.
+RFB_HANDSHAKE = (b"RFB 003.008\n", b"\x01", b"\x01")
+FBUR = bytes.fromhex("030100000000050002d0")
+KEY_EVENT = bytes.fromhex("0401000000000061")
+CLIENT_MESSAGES = 50_000
+
+
+def echo_payload(n: int) -> bytes:
+    """16 bytes of RFB: an update request and a pointer event at a new position (input)."""
+    return FBUR + b"\x05\x00" + (n % 1280).to_bytes(2, "big") + (n % 720).to_bytes(2, "big")
 
 
 # -- helpers shared by the processes --------------------------------------------------------
@@ -148,7 +162,8 @@ def run_backend(cert: Path) -> None:
                 self.streamer = Streamer(self, int(payload.split()[1]))
                 self.transport.registerProducer(self.streamer, True)
                 self.streamer.resumeProducing()
-            else:
+            elif payload != FBUR:
+                # Update requests are taken in silence, like a server with nothing new to show.
                 self.sendMessage(payload, isBinary)
 
     factory = WebSocketServerFactory("wss://127.0.0.1")
@@ -380,6 +395,22 @@ def client_kit(ports: dict[str, int]) -> tuple[type, Any]:
     return Load, connect
 
 
+async def round_trip(proto: Any, payload: bytes) -> float:
+    """Send ``payload`` on a load connection; the time its echo arrived."""
+    from twisted.internet import defer
+
+    proto.reply = defer.Deferred()
+    proto.sendMessage(payload, isBinary=True)
+    return await proto.reply
+
+
+async def rfb_handshake(proto: Any) -> Any:
+    """Send an RFB client's handshake on a load connection, as a web client would."""
+    for message in RFB_HANDSHAKE:
+        await round_trip(proto, message)
+    return proto
+
+
 def run_streams(mode: str, port: int, streams: int) -> None:
     """The echo test's background load, in its own process: ``streams`` connections that each
     ask for an endless stream and read it; prints a line once all are streaming."""
@@ -474,14 +505,12 @@ def run_bench(args: argparse.Namespace) -> None:
         try:
             # Read in a thread: the reactor stays free meanwhile.
             await threads.deferToThread(loader.stdout.readline)
-            pinger = await connect(mode)
+            pinger = await rfb_handshake(await connect(mode))
             await sleep(0.5)
             rtts = []
-            for _ in range(pings):
-                pinger.reply = defer.Deferred()
+            for n in range(pings):
                 sent = time.perf_counter()
-                pinger.sendMessage(b"0123456789abcdef", isBinary=True)
-                rtts.append(await pinger.reply - sent)
+                rtts.append(await round_trip(pinger, echo_payload(n)) - sent)
             await close([pinger])
         finally:
             loader.terminate()
@@ -489,6 +518,23 @@ def run_bench(args: argparse.Namespace) -> None:
         await sleep(1.0)  # let the bridge notice the loader's connections are gone
         rtts.sort()
         return rtts[len(rtts) // 2] * 1e3, rtts[int(len(rtts) * 0.99) - 1] * 1e3
+
+    async def client_messages(mode: str, count: int) -> tuple[float, float]:
+        """Thousands of 10-byte update requests per second from one browser-like connection to
+        the backend (which swallows them), and the bridge process's CPU seconds per 100 000
+        (0 for direct): the input classifier's own path."""
+        conn = await rfb_handshake(await connect(mode))
+        pid = procs[mode].pid if mode in BRIDGES else None
+        cpu0 = proc_cpu_seconds(pid) if pid else 0.0
+        start = time.perf_counter()
+        for _ in range(count):
+            conn.sendMessage(FBUR, isBinary=True)
+        # Echoed, and only after everything sent before it: all requests have arrived.
+        await round_trip(conn, KEY_EVENT)
+        elapsed = time.perf_counter() - start
+        cpu = (proc_cpu_seconds(pid) - cpu0) if pid else 0.0
+        await close([conn])
+        return count / elapsed / 1e3, cpu / count * 1e5
 
     async def rss_after_gc(pid: int) -> int:
         os.kill(pid, signal.SIGUSR1)
@@ -531,6 +577,11 @@ def run_bench(args: argparse.Namespace) -> None:
         for _ in range(repeats):
             for mode in MODES:
                 results.setdefault(f"echo-{mode}", []).append(await echo_under_load(mode, 16, 400))
+        for mode in MODES:
+            await client_messages(mode, CLIENT_MESSAGES // 10)
+        for _ in range(repeats):
+            for mode in MODES:
+                results.setdefault(f"fbur-{mode}", []).append(await client_messages(mode, CLIENT_MESSAGES))
         fresh_connect = restart_bridges()
         memory = {mode: await idle_memory(fresh_connect, mode, repeats, args.idle_bridges) for mode in BRIDGES}
 
@@ -568,6 +619,26 @@ def run_bench(args: argparse.Namespace) -> None:
                     f"{v['ours'] / v['naive']:.2f}",
                 )
             )
+        v = {m: med([x for x, _ in results[f"fbur-{m}"]]) for m in MODES}
+        rows.append(
+            (
+                "10-byte client messages, 1 connection, k/s",
+                f"{v['direct']:.1f}",
+                f"{v['naive']:.1f} ({v['naive'] / v['direct']:.2f}x)",
+                f"{v['ours']:.1f} ({v['ours'] / v['direct']:.2f}x)",
+                f"{v['ours'] / v['naive']:.2f}",
+            )
+        )
+        v = {m: med([c for _, c in results[f"fbur-{m}"]]) for m in BRIDGES}
+        rows.append(
+            (
+                "bridge CPU per 100k client messages, s",
+                "-",
+                f"{v['naive']:.2f}",
+                f"{v['ours']:.2f}",
+                f"{v['ours'] / v['naive']:.2f}",
+            )
+        )
         v = {m: med(memory[m]) for m in BRIDGES}
         rows.append(
             (
@@ -586,7 +657,7 @@ def run_bench(args: argparse.Namespace) -> None:
         print("-" * (sum(widths) + 8))
         for row in rows:
             print(line.format(*row))
-        print(f"\nmedians of {repeats} runs; each run's values (MB/s, s/GB) or (p50, p99):")
+        print(f"\nmedians of {repeats} runs; each run's values (MB/s, s/GB), (p50, p99) or (k/s, s/100k):")
         for key, values in results.items():
             print(f"  {key}: " + ", ".join("(" + ", ".join(f"{x:.2f}" for x in v) + ")" for v in values))
         for mode in BRIDGES:

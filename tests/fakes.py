@@ -8,19 +8,22 @@ synchronously, so tests need no reactor turns.
 from __future__ import annotations
 
 import itertools
+import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import attr
 from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.interfaces import IReactorTime
 from zope.interface import implementer
 
 from desktop_relay.config import DesktopType
-from desktop_relay.containers import (
+from desktop_relay.engine.interface import (
     LABEL_DESKTOP,
     LABEL_INSTANCE,
     LABEL_OWNER,
     LABEL_SESSION,
+    ContainerEngineTimedOut,
     ContainerEngineUnavailable,
     ContainerEvent,
     ContainerInfo,
@@ -57,6 +60,8 @@ class FakeContainer:
     problem: str | None = None
     logs: str = ""
     oom_killed: bool = False
+    started_at: float | None = None
+    finished_at: float | None = None
 
     def info(self) -> ContainerInfo:
         running = self.status == "running"
@@ -73,66 +78,117 @@ class FakeContainer:
             problem=self.problem,
             vnc_password=self.spec.vnc_password,
             oom_killed=self.oom_killed,
+            started_at=self.started_at,
+            finished_at=None if running else self.finished_at,
         )
 
 
 @implementer(IEventFollower)
-@attr.s(auto_attribs=True)
+@attr.s(auto_attribs=True, eq=False)
 class FakeEventFollower:
-    """A subscription to the fake engine's events."""
+    """A subscription to the fake engine's events; `engine` calls its callbacks synchronously."""
 
+    engine: FakeProvisioner
     instance: str
     on_event: Callable[[ContainerEvent], None]
     on_connected: Callable[[], None]
     on_lost: Callable[[str], None]
-    followers: list[FakeEventFollower]
 
     def stop(self) -> Deferred[None]:
-        if self in self.followers:
-            self.followers.remove(self)
+        if self in self.engine.followers:
+            self.engine.followers.remove(self)
         return succeed(None)
 
 
 @implementer(IContainerProvisioner)
 class FakeProvisioner:
-    """An in-memory container engine.
+    """An in-memory container engine, announcing what happens to followers of its events the
+    way Docker does (create, start, kill, oom, die, stop, destroy), before the call returns.
 
     - `images`: the images that exist; starting any other fails like Docker does.
-    - `engine_down = True`: every call fails with ContainerEngineUnavailable.
+    - `engine_down = True`: every call fails with ContainerEngineUnavailable and followers are
+      told the stream is lost; `engine_down = False`: followers are told it is back.
     - `fail_next_start(reason)`: the next start fails with ContainerStartFailed(reason).
-    - `exit(container_id, ...)`: the container stops by itself, with a reason.
+    - `time_out_next_start()`: the next start fails with ContainerEngineTimedOut, and the engine
+      carries its create out later, on `carry_out_timed_out_starts()`.
+    - `exit(container_id, ...)`: the container stops by itself, with a reason (or out of memory).
+    - `kill(container_id)`: as `docker kill` from outside.
     - `host_ports`: where fake host ports come from (default 40000, 40001, ...).
+    - `clock`: where event and container times come from (default: the wall clock).
     """
 
-    def __init__(self, images: Iterable[str], host_ports: Iterable[int] | None = None) -> None:
+    def __init__(
+        self,
+        images: Iterable[str],
+        host_ports: Iterable[int] | None = None,
+        clock: IReactorTime | None = None,
+    ) -> None:
         self.images = set(images)
-        self.engine_down = False
+        self._engine_down = False
         self.containers: dict[str, FakeContainer] = {}
         self.removed: list[str] = []
+        self.followers: list[FakeEventFollower] = []
+        # Specs of timed-out starts whose create the engine has yet to carry out.
+        self.timed_out: list[ContainerSpec] = []
         self._host_ports: Iterator[int] = iter(host_ports) if host_ports is not None else itertools.count(40000)
         self._ids = itertools.count(1)
         self._start_failures: list[str] = []
+        self._time_outs = 0
+        self._timed_out_sessions: set[str] = set()
+        self._seconds: Callable[[], float] = clock.seconds if clock is not None else time.time
         self.memory = 16 * 2**30
-        self.followers: list[FakeEventFollower] = []
 
     # -- controls for tests ---------------------------------------------------------------
+
+    @property
+    def engine_down(self) -> bool:
+        return self._engine_down
+
+    @engine_down.setter
+    def engine_down(self, down: bool) -> None:
+        if down == self._engine_down:
+            return
+        self._engine_down = down
+        for follower in list(self.followers):
+            if down:
+                follower.on_lost(_DOWN)
+            else:
+                follower.on_connected()
 
     def fail_next_start(self, reason: str = "the engine said no") -> None:
         """Make the next start() fail with ContainerStartFailed(reason), leaving nothing behind."""
         self._start_failures.append(reason)
+
+    def time_out_next_start(self) -> None:
+        """Make the next start() fail with ContainerEngineTimedOut, as a hung engine's would;
+        the engine creates the container later, on carry_out_timed_out_starts()."""
+        self._time_outs += 1
+
+    def carry_out_timed_out_starts(self) -> list[str]:
+        """Create and start the containers of timed-out starts, as a resumed engine does; the ids.
+        (DockerProvisioner removes such a container by itself within seconds; this fake leaves
+        it, for the owner's own clean-up to be tested.)"""
+        specs, self.timed_out = self.timed_out, []
+        return [self._create(spec).container_id for spec in specs]
 
     def exit(
         self, container_id: str, exit_code: int = 1, problem: str | None = None, oom: bool = False
     ) -> None:
         """Make a running container stop by itself, as a crashing desktop would."""
         container = self.containers[container_id]
-        container.status = "exited"
-        container.exit_code = 137 if oom else exit_code
+        if oom:
+            self._emit(container, "oom")
+        self._end(container, 137 if oom else exit_code, oom=oom)
         if problem is None:
             problem = "ran out of memory and was killed" if oom else f"exited with code {exit_code}"
         container.problem = problem
-        container.oom_killed = oom
-        self.emit(container, "die")
+
+    def kill(self, container_id: str) -> None:
+        """Kill a running container from outside, as `docker kill` does (SIGKILL: code 137)."""
+        container = self.containers[container_id]
+        self._emit(container, "kill")
+        self._end(container, 137)
+        container.problem = "exited with code 137"
 
     def container_for(self, session_id: str) -> FakeContainer | None:
         """The container of a session, if any."""
@@ -154,10 +210,19 @@ class FakeProvisioner:
                     f"desktop image '{spec.desktop.image}' is not on this server: build or pull it"
                 )
             )
-        container_id = f"fake{next(self._ids):060d}"
-        container = FakeContainer(container_id, spec, next(self._host_ports))
-        self.containers[container_id] = container
-        return succeed(container.info())
+        if self._time_outs:
+            self._time_outs -= 1
+            self.timed_out.append(spec)
+            self._timed_out_sessions.add(spec.session_id)
+            return fail(ContainerEngineTimedOut("Docker engine at fake://engine did not answer within 1 s"))
+        if spec.session_id in self._timed_out_sessions:
+            # Started again, a session takes over what its timed-out start left, as with Docker.
+            self._timed_out_sessions.discard(spec.session_id)
+            self.timed_out = [s for s in self.timed_out if s.session_id != spec.session_id]
+            leftover = self.container_for(spec.session_id)
+            if leftover is not None:
+                self._destroy(leftover)
+        return succeed(self._create(spec).info())
 
     def inspect(self, container_id: str) -> Deferred[ContainerInfo | None]:
         if self.engine_down:
@@ -176,8 +241,9 @@ class FakeProvisioner:
     def remove(self, container_id: str, timeout: int) -> Deferred[None]:
         if self.engine_down:
             return self._down()
-        if self.containers.pop(container_id, None) is not None:
-            self.removed.append(container_id)
+        container = self.containers.get(container_id)
+        if container is not None:
+            self._destroy(container)
         return succeed(None)
 
     def list_managed(self, instance: str) -> Deferred[list[ContainerInfo]]:
@@ -199,17 +265,61 @@ class FakeProvisioner:
         on_connected: Callable[[], None],
         on_lost: Callable[[str], None],
     ) -> IEventFollower:
-        follower = FakeEventFollower(instance, on_event, on_connected, on_lost, self.followers)
+        """Follow the fake's events; on_connected (or on_lost, with the engine down) is called
+        before this returns."""
+        follower = FakeEventFollower(self, instance, on_event, on_connected, on_lost)
         self.followers.append(follower)
-        on_connected()
+        if self.engine_down:
+            on_lost(_DOWN)
+        else:
+            on_connected()
         return follower
 
-    def emit(self, container: FakeContainer, action: str) -> None:
-        """Tell every follower of the container's instance about an event."""
-        event = ContainerEvent(container.container_id, container.spec.session_id, action, container.exit_code, 0.0)
+    # -- the fake engine's own doings ------------------------------------------------------
+
+    def _create(self, spec: ContainerSpec) -> FakeContainer:
+        container_id = f"fake{next(self._ids):060d}"
+        container = FakeContainer(container_id, spec, next(self._host_ports), started_at=self._seconds())
+        self.containers[container_id] = container
+        self._emit(container, "create")
+        self._emit(container, "start")
+        return container
+
+    def _end(self, container: FakeContainer, exit_code: int, oom: bool = False) -> None:
+        container.status = "exited"
+        container.exit_code = exit_code
+        container.oom_killed = oom
+        container.finished_at = self._seconds()
+        self._emit(container, "die", exit_code)
+
+    def _destroy(self, container: FakeContainer) -> None:
+        if container.status == "running":
+            # A stop: SIGTERM, which the desktop answers by exiting cleanly.
+            self._emit(container, "kill")
+            self._end(container, 0)
+            self._emit(container, "stop")
+        del self.containers[container.container_id]
+        self.removed.append(container.container_id)
+        self._emit(container, "destroy")
+
+    def _emit(self, container: FakeContainer, action: str, exit_code: int | None = None) -> None:
+        """Tell the followers of the container's instance, unless the engine is down (a real
+        engine's events during an outage are lost with its stream)."""
+        if self.engine_down:
+            return
+        event = ContainerEvent(
+            container_id=container.container_id,
+            session_id=container.spec.session_id,
+            action=action,
+            exit_code=exit_code,
+            at=self._seconds(),
+        )
         for follower in list(self.followers):
             if follower.instance == container.spec.labels[LABEL_INSTANCE]:
                 follower.on_event(event)
 
     def _down(self) -> Deferred:
-        return fail(ContainerEngineUnavailable("Docker engine unreachable at fake://engine: it is down"))
+        return fail(ContainerEngineUnavailable(_DOWN))
+
+
+_DOWN = "Docker engine unreachable at fake://engine: it is down"

@@ -6,25 +6,32 @@ only the subclasses) and overrides its fixtures:
 - `provisioner`: the implementation under test, which must remove every container it made for
   `instance` and `other_instance` when the test ends, whatever happened;
 - `unreachable_provisioner`: the same implementation with its engine down;
-- `desktop`: a DesktopType whose image exists for `provisioner`.
+- `desktop`: a DesktopType whose image exists for `provisioner`;
+- `kill_from_outside`: kills a container of `provisioner` as `docker kill` would, behind the
+  provisioner's back.
 """
 
 from __future__ import annotations
 
 import secrets
+import time
 import uuid
+from collections.abc import Callable
 from types import MappingProxyType
 
 import attr
 import pytest
 import pytest_twisted
+from twisted.internet.defer import Deferred
 
 from desktop_relay.config import DesktopType
-from desktop_relay.containers import (
+from desktop_relay.engine.interface import (
     ContainerEngineUnavailable,
+    ContainerEvent,
     ContainerSpec,
     ContainerStartFailed,
     IContainerProvisioner,
+    IEventFollower,
 )
 
 MISSING_IMAGE = "desktop-relay/no-such-image:never-built"
@@ -59,6 +66,57 @@ def make_spec(instance: str, desktop: DesktopType, owner: str = "alice") -> Cont
     )
 
 
+class EventRecorder:
+    """The three callbacks of follow_events, recording what they are told, and a way to await it."""
+
+    def __init__(self) -> None:
+        self.events: list[ContainerEvent] = []
+        self.connections = 0
+        self.losses: list[str] = []
+        self._waiting: list[tuple[Callable[[], object], Deferred[None]]] = []
+
+    def follow(self, provisioner: IContainerProvisioner, instance: str) -> IEventFollower:
+        return provisioner.follow_events(instance, self.on_event, self.on_connected, self.on_lost)
+
+    def on_event(self, event: ContainerEvent) -> None:
+        self.events.append(event)
+        self._check()
+
+    def on_connected(self) -> None:
+        self.connections += 1
+        self._check()
+
+    def on_lost(self, reason: str) -> None:
+        self.losses.append(reason)
+        self._check()
+
+    def of(self, container_id: str) -> list[str]:
+        """The actions announced for a container, in order."""
+        return [e.action for e in self.events if e.container_id == container_id]
+
+    def event(self, container_id: str, action: str) -> ContainerEvent:
+        [event] = [e for e in self.events if e.container_id == container_id and e.action == action]
+        return event
+
+    async def until(self, condition: Callable[[], object], timeout: float = 10.0) -> None:
+        """Wait until condition() is true (it is checked whenever a callback was called)."""
+        from twisted.internet import reactor
+
+        if condition():
+            return
+        d: Deferred[None] = Deferred()
+        self._waiting.append((condition, d))
+        d.addTimeout(timeout, reactor)
+        await d
+
+    def _check(self) -> None:
+        for entry in list(self._waiting):
+            condition, d = entry
+            if condition():
+                self._waiting.remove(entry)
+                d.callback(None)
+
+
 class ProvisionerContract:
     """Shared tests; subclasses supply the fixtures named in the module docstring."""
 
@@ -80,6 +138,10 @@ class ProvisionerContract:
 
     @pytest.fixture
     def desktop(self) -> DesktopType:
+        raise NotImplementedError
+
+    @pytest.fixture
+    def kill_from_outside(self, provisioner: IContainerProvisioner) -> Callable[[str], None]:
         raise NotImplementedError
 
     def test_provides_the_interface(self, provisioner: IContainerProvisioner) -> None:
@@ -174,3 +236,81 @@ class ProvisionerContract:
     ) -> None:
         assert await provisioner.inspect("0123456789ab" * 5 + "0123") is None
 
+
+    @pytest_twisted.ensureDeferred
+    async def test_events_announce_a_start_and_a_kill_from_outside_within_a_second(
+        self,
+        provisioner: IContainerProvisioner,
+        instance: str,
+        desktop: DesktopType,
+        kill_from_outside: Callable[[str], None],
+    ) -> None:
+        seen = EventRecorder()
+        follower = seen.follow(provisioner, instance)
+        await seen.until(lambda: seen.connections)
+        spec = make_spec(instance, desktop)
+        info = await provisioner.start(spec)
+        await seen.until(lambda: "start" in seen.of(info.container_id))
+        assert seen.of(info.container_id)[:2] == ["create", "start"]
+        assert seen.event(info.container_id, "start").session_id == spec.session_id
+        killed = time.monotonic()
+        kill_from_outside(info.container_id)
+        await seen.until(lambda: "die" in seen.of(info.container_id), timeout=1)
+        assert time.monotonic() - killed < 1
+        died = seen.event(info.container_id, "die")
+        assert (died.exit_code, died.session_id) == (137, spec.session_id)
+        assert abs(died.at - time.time()) < 5
+        after = await provisioner.inspect(info.container_id)
+        assert after is not None
+        assert (after.running, after.status, after.exit_code, after.oom_killed) == (False, "exited", 137, False)
+        assert after.started_at is not None and after.finished_at is not None
+        assert after.started_at <= after.finished_at <= time.time() + 1
+        assert (seen.connections, seen.losses) == (1, [])
+        await follower.stop()
+
+    @pytest_twisted.ensureDeferred
+    async def test_events_announce_a_removal_and_leave_out_other_instances(
+        self,
+        provisioner: IContainerProvisioner,
+        instance: str,
+        other_instance: str,
+        desktop: DesktopType,
+    ) -> None:
+        seen = EventRecorder()
+        follower = seen.follow(provisioner, instance)
+        await seen.until(lambda: seen.connections)
+        theirs = await provisioner.start(make_spec(other_instance, desktop, owner="bob"))
+        ours = await provisioner.start(make_spec(instance, desktop))
+        await provisioner.remove(ours.container_id, 5)
+        await seen.until(lambda: "destroy" in seen.of(ours.container_id))
+        assert seen.of(ours.container_id)[:2] == ["create", "start"]
+        assert "die" in seen.of(ours.container_id)
+        assert seen.of(theirs.container_id) == []
+        await follower.stop()
+
+    @pytest_twisted.ensureDeferred
+    async def test_a_stopped_follower_lets_go_at_once_and_is_told_nothing_more(
+        self, provisioner: IContainerProvisioner, instance: str, desktop: DesktopType
+    ) -> None:
+        seen = EventRecorder()
+        follower = seen.follow(provisioner, instance)
+        await seen.until(lambda: seen.connections)
+        began = time.monotonic()
+        await follower.stop()
+        assert time.monotonic() - began < 0.5
+        info = await provisioner.start(make_spec(instance, desktop))
+        await provisioner.remove(info.container_id, 5)
+        assert seen.events == []
+        assert (seen.connections, seen.losses) == (1, [])
+
+    @pytest_twisted.ensureDeferred
+    async def test_following_an_unreachable_engine_tells_it_lost_and_can_be_stopped(
+        self, unreachable_provisioner: IContainerProvisioner, instance: str
+    ) -> None:
+        seen = EventRecorder()
+        follower = seen.follow(unreachable_provisioner, instance)
+        await seen.until(lambda: seen.losses)
+        [reason] = seen.losses
+        assert reason.startswith("Docker engine unreachable at ")
+        assert seen.connections == 0
+        await follower.stop()

@@ -24,7 +24,7 @@ from .auth.throttle import LoginThrottle
 from .auth.websessions import WebSessions
 from .capacity import CapacityLimits
 from .config import ConfigError, RelayConfig
-from .docker_provisioner import DockerProvisioner, docker_threadpool
+from .engine import DockerProvisioner, docker_threadpool
 from .lifecycle import DesktopSessions, LifecycleService
 from .readiness import ReadinessProbe
 from .relay.assets import AssetRelay

@@ -179,7 +179,8 @@ class SQLiteStore:
         instead of a new one (created False), else the new session (queued, or starting if
         it fits now), and every session this moved from queued to starting, the new one
         included. Raises SessionLimitReached, DoesNotFit or QueueFull, writing nothing.
-        `can_start` False (the engine is away) queues without starting anything.
+        `can_start` False (the engine is away) queues without starting anything. A new session's
+        "start" audit line is written in the same transaction.
         """
 
         def admit(c: sqlite3.Connection) -> tuple[DesktopSession, bool, list[DesktopSession]]:
@@ -206,6 +207,10 @@ class SQLiteStore:
                     raise QueueFull(limits.max_queued)
             admitted = _one(c, "SELECT * FROM desktop_sessions WHERE id = ?", (session.id,))
             assert admitted is not None
+            _execute(
+                c, "INSERT INTO audit (at, actor, action, target, detail) VALUES (?, ?, ?, ?, ?)",
+                (session.created, session.owner, "start", session.id, session.desktop),
+            )
             return (admitted, True, started)
 
         return self._run(admit)

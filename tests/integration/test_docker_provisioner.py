@@ -1,5 +1,6 @@
 """DockerProvisioner against the real engine and the demo desktop image: the provisioner
-contract, plus what only Docker can show (limits, loopback binding, readiness, crashes)."""
+contract, plus what only Docker can show (limits, loopback binding, readiness, crashes, out of
+memory), and engine faults through a proxy the test cuts or freezes (tests/integration/engine_proxy.py)."""
 
 from __future__ import annotations
 
@@ -7,21 +8,26 @@ import os
 import socket
 import statistics
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from types import MappingProxyType
 
 import docker
 import pytest
 import pytest_twisted
-from provisioner_contract import ProvisionerContract, make_desktop, make_spec
+from engine_proxy import EngineProxy
+from provisioner_contract import EventRecorder, ProvisionerContract, make_desktop, make_spec
 from twisted.internet import reactor
 from twisted.internet.task import deferLater
+from twisted.internet.threads import deferToThread
+from twisted.logger import formatEvent, globalLogPublisher
 from twisted.python.threadpool import ThreadPool
 
 from desktop_relay.backend import Backend, container_agent
 from desktop_relay.config import DesktopType
-from desktop_relay.containers import (
+from desktop_relay.engine import DockerProvisioner, docker_threadpool
+from desktop_relay.engine._docker_common import container_event_from_engine, container_info_from_inspect
+from desktop_relay.engine.interface import (
     LABEL_INSTANCE,
     LABEL_SESSION,
     ContainerEngineTimedOut,
@@ -29,13 +35,6 @@ from desktop_relay.containers import (
     ContainerEvent,
     ContainerInfo,
     ContainerStartFailed,
-    IContainerProvisioner,
-)
-from desktop_relay.docker_provisioner import (
-    DockerProvisioner,
-    container_event_from_engine,
-    container_info_from_inspect,
-    docker_threadpool,
 )
 from desktop_relay.readiness import PROBE_TIMEOUT, probe_ready
 
@@ -106,6 +105,10 @@ class TestDockerProvisioner(ProvisionerContract):
     def desktop(self, engine: docker.DockerClient) -> DesktopType:
         return make_desktop(IMAGE)
 
+    @pytest.fixture
+    def kill_from_outside(self, engine: docker.DockerClient) -> Callable[[str], None]:
+        return engine.api.kill
+
 
 @pytest.fixture
 def instance() -> str:
@@ -118,16 +121,6 @@ def provisioner(
 ) -> Iterator[DockerProvisioner]:
     yield DockerProvisioner(reactor, threadpool)
     remove_labelled(engine, instance)
-
-
-async def wait_until_stopped(provisioner: IContainerProvisioner, container_id: str) -> ContainerInfo:
-    deadline = time.monotonic() + 20
-    while True:
-        info = await provisioner.inspect(container_id)
-        assert info is not None
-        if not info.running or time.monotonic() > deadline:
-            return info
-        await deferLater(reactor, 0.1)
 
 
 @pytest.mark.docker
@@ -186,12 +179,19 @@ async def test_the_demo_desktop_becomes_ready_within_seconds(
 
 @pytest.mark.docker
 @pytest_twisted.ensureDeferred
-async def test_a_desktop_that_exits_at_once_is_reported_with_its_problem(
+async def test_a_desktop_that_exits_at_once_is_announced_and_reported_with_its_problem(
     provisioner: DockerProvisioner, instance: str
 ) -> None:
+    seen = EventRecorder()
+    follower = seen.follow(provisioner, instance)
+    await seen.until(lambda: seen.connections)
     broken = make_desktop(IMAGE, environment=MappingProxyType({"VNC_RESOLUTION": "huge"}))
     info = await provisioner.start(make_spec(instance, broken))
-    stopped = await wait_until_stopped(provisioner, info.container_id)
+    await seen.until(lambda: "die" in seen.of(info.container_id))
+    assert seen.event(info.container_id, "die").exit_code == 1
+    await follower.stop()
+    stopped = await provisioner.inspect(info.container_id)
+    assert stopped is not None
     assert (stopped.running, stopped.status, stopped.exit_code) == (False, "exited", 1)
     assert stopped.problem == "exited with code 1"
     assert "VNC_RESOLUTION must be WIDTHxHEIGHT" in await provisioner.logs_tail(info.container_id, 5)
@@ -305,3 +305,171 @@ def test_an_engine_event_becomes_a_container_event() -> None:
     started = {"Type": "container", "Action": "start", "time": 1714548600, "Actor": {"ID": "c0ffee", "Attributes": {}}}
     assert container_event_from_engine(started) == ContainerEvent("c0ffee", "", "start", None, 1714548600.0)
     assert container_event_from_engine({"Type": "network", "Action": "connect", "Actor": {"ID": "n"}}) is None
+
+
+@pytest.mark.docker
+@pytest_twisted.ensureDeferred
+async def test_an_out_of_memory_kill_is_announced_and_inspected_as_such(
+    provisioner: DockerProvisioner, instance: str, engine: docker.DockerClient
+) -> None:
+    # ContainerSpec has no command: the starving container is made with docker-py, labelled
+    # as ours, and only seen through the provisioner.
+    seen = EventRecorder()
+    follower = seen.follow(provisioner, instance)
+    await seen.until(lambda: seen.connections)
+    container = await deferToThread(
+        engine.containers.run, IMAGE, ["/dev/zero"], entrypoint=["tail"], mem_limit="16m",
+        memswap_limit="16m", labels={LABEL_INSTANCE: instance, LABEL_SESSION: "starved"}, detach=True,
+    )
+    await seen.until(lambda: "die" in seen.of(container.id))
+    assert seen.of(container.id) == ["create", "start", "oom", "die"]
+    died = seen.event(container.id, "die")
+    assert (died.exit_code, died.session_id) == (137, "starved")
+    await follower.stop()
+    info = await provisioner.inspect(container.id)
+    assert info is not None
+    assert (info.oom_killed, info.exit_code, info.problem) == (True, 137, "ran out of memory and was killed")
+
+
+# -- engine faults, with a proxy of the test's own between the provisioner and the engine ----
+
+
+# Short, so that hung-engine tests take seconds; long enough for a create on a busy machine.
+PROXIED_TIMEOUT = 2
+TIMED_OUT = "did not answer within 2 s (the [docker] timeout)"
+
+
+@pytest_twisted.async_yield_fixture
+async def proxy() -> AsyncIterator[EngineProxy]:
+    proxy = EngineProxy(reactor, DOCKER_SOCKET)
+    proxy.start()
+    yield proxy
+    await proxy.stop()
+
+
+@pytest.fixture
+def proxied(
+    engine: docker.DockerClient, threadpool: ThreadPool, proxy: EngineProxy, instance: str
+) -> Iterator[DockerProvisioner]:
+    """A provisioner that reaches the engine through `proxy`, with a short timeout."""
+    yield DockerProvisioner(reactor, threadpool, url=proxy.url, timeout=PROXIED_TIMEOUT, leftover_watch=10)
+    remove_labelled(engine, instance)
+
+
+@pytest.fixture
+def logged() -> Iterator[list[str]]:
+    """Every log line written during the test."""
+    lines: list[str] = []
+
+    def observe(event: dict) -> None:
+        lines.append(formatEvent(event))
+
+    globalLogPublisher.addObserver(observe)
+    yield lines
+    globalLogPublisher.removeObserver(observe)
+
+
+@pytest.mark.docker
+@pytest_twisted.ensureDeferred
+async def test_a_lost_event_stream_is_told_once_and_followed_again_when_the_engine_is_back(
+    proxied: DockerProvisioner, provisioner: DockerProvisioner, proxy: EngineProxy, instance: str, logged: list[str]
+) -> None:
+    seen = EventRecorder()
+    follower = seen.follow(proxied, instance)
+    await seen.until(lambda: seen.connections)
+    proxy.cut()
+    await seen.until(lambda: seen.losses, timeout=2)
+    assert seen.losses == ["the engine closed the event stream"]
+    # The first retry, 0.5 s after the loss, is refused; the owner is not told again.
+    await deferLater(reactor, 0.7)
+    assert proxy.refused >= 1
+    proxy.restore()
+    # The second retry comes 1 s after the first.
+    await seen.until(lambda: seen.connections == 2, timeout=3)
+    # Started past the proxy: only the stream is under test.
+    info = await provisioner.start(make_spec(instance, make_desktop(IMAGE)))
+    await seen.until(lambda: "start" in seen.of(info.container_id))
+    await follower.stop()
+    assert len(seen.losses) == 1
+    assert len([line for line in logged if "lost Docker's event stream" in line]) == 1
+    assert len([line for line in logged if "again, after" in line]) == 1
+
+
+@pytest.mark.docker
+@pytest_twisted.ensureDeferred
+async def test_a_hung_engine_fails_a_request_within_the_timeout_and_keeps_the_event_stream(
+    proxied: DockerProvisioner, provisioner: DockerProvisioner, proxy: EngineProxy, instance: str
+) -> None:
+    seen = EventRecorder()
+    follower = seen.follow(proxied, instance)
+    await seen.until(lambda: seen.connections)
+    proxy.freeze()
+    began = time.monotonic()
+    with pytest.raises(ContainerEngineTimedOut) as failure:
+        await proxied.inspect("0123456789ab")
+    assert PROXIED_TIMEOUT <= time.monotonic() - began < PROXIED_TIMEOUT + 1
+    assert str(failure.value) == f"Docker engine at {proxy.url} {TIMED_OUT}"
+    proxy.thaw()
+    # Silent for longer than the timeout, the stream is still the same one, and still works.
+    info = await provisioner.start(make_spec(instance, make_desktop(IMAGE)))
+    await seen.until(lambda: "start" in seen.of(info.container_id))
+    assert (seen.connections, seen.losses) == (1, [])
+    await follower.stop()
+
+
+@pytest.mark.docker
+@pytest_twisted.ensureDeferred
+async def test_a_container_the_engine_creates_after_its_start_timed_out_is_removed(
+    proxied: DockerProvisioner, proxy: EngineProxy, instance: str, engine: docker.DockerClient, logged: list[str]
+) -> None:
+    spec = make_spec(instance, make_desktop(IMAGE))
+    await proxied.list_managed(instance)
+    proxy.freeze()
+    began = time.monotonic()
+    with pytest.raises(ContainerEngineTimedOut):
+        await proxied.start(spec)
+    assert time.monotonic() - began < PROXIED_TIMEOUT + 1
+    proxy.thaw()
+    await proxied.when_swept()
+    assert engine.containers.list(all=True, filters={"label": f"{LABEL_SESSION}={spec.session_id}"}) == []
+    # It was there to be removed: the engine did carry out the abandoned create.
+    assert [line for line in logged if f"of session {spec.session_id}: the engine created it after" in line]
+    print(f"timed-out start -> leftover removed: {time.monotonic() - began:.2f} s")
+
+
+@pytest.mark.docker
+@pytest_twisted.ensureDeferred
+async def test_a_session_started_again_after_a_timed_out_start_has_one_container(
+    proxied: DockerProvisioner, proxy: EngineProxy, instance: str, engine: docker.DockerClient
+) -> None:
+    spec = make_spec(instance, make_desktop(IMAGE))
+    await proxied.list_managed(instance)
+    proxy.freeze()
+    with pytest.raises(ContainerEngineTimedOut):
+        await proxied.start(spec)
+    proxy.thaw()
+    info = await proxied.start(spec)
+    await proxied.when_swept()
+    labelled = engine.containers.list(all=True, filters={"label": f"{LABEL_SESSION}={spec.session_id}"})
+    assert [c.id for c in labelled] == [info.container_id]
+
+
+@pytest.mark.docker
+@pytest_twisted.ensureDeferred
+async def test_a_follower_waiting_for_a_hung_engine_is_told_the_timeout_and_lets_go_within_it(
+    threadpool: ThreadPool, proxy: EngineProxy, instance: str
+) -> None:
+    # Nothing is created here, so a 1 s timeout is safe, and the test shorter.
+    quick = DockerProvisioner(reactor, threadpool, url=proxy.url, timeout=1)
+    await quick.list_managed(instance)
+    proxy.freeze()
+    seen = EventRecorder()
+    follower = seen.follow(quick, instance)
+    await seen.until(lambda: seen.losses, timeout=2)
+    assert seen.losses == [f"Docker engine at {proxy.url} did not answer within 1 s (the [docker] timeout)"]
+    # Stopped while its retry waits for the engine's answer, which no close can cut short.
+    await deferLater(reactor, 0.6)
+    began = time.monotonic()
+    await follower.stop()
+    assert time.monotonic() - began < 1.5
+    assert seen.connections == 0

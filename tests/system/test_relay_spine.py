@@ -196,15 +196,20 @@ def test_docker_unreachable_queues_starts_and_the_relay_keeps_serving(
     alice = relay.client()
     alice.login("alice")
     response = alice.api("POST", "/sessions", {"desktop": "demo"})
-    # The start waits in the queue for the engine instead of failing.
-    assert response.status_code == 202, response.text
-    session = response.json()
-    assert (session["state"], session["position"], session["engine"]) == ("queued", 1, "unreachable")
-    # Everything that does not need the engine still works.
-    assert [s["id"] for s in alice.api("GET", "/sessions").json()] == [session["id"]]
+    # The start waits for the engine instead of failing; nothing was created.
+    assert response.status_code == 202 and response.json()["state"] == "queued"
+    assert response.json()["position"] == 1 and response.json()["engine"] == "unreachable"
+    (session,) = alice.api("GET", "/sessions").json()
+    assert session["state"] == "queued"
+    # A second ask for the same desktop gives the same waiting session, not a second one.
+    again = alice.api("POST", "/sessions", {"desktop": "demo"})
+    assert again.status_code == 200 and again.json()["id"] == session["id"]
     assert alice.api("GET", "/desktops").status_code == 200
     assert relay.process.poll() is None
     assert "Docker engine unreachable at unix:///nonexistent/docker.sock" in relay.log()
+    # Cancelling the waiting start works without the engine.
+    cancelled = alice.api("DELETE", f"/sessions/{session['id']}").json()
+    assert cancelled["state"] == "stopped" and cancelled["end_reason"] == "user"
 
 
 def test_failed_start_leaves_a_failed_session_with_its_reason_and_no_container(

@@ -14,7 +14,7 @@ from twisted.internet import defer, task
 from desktop_relay.auth import Identity
 from desktop_relay.backend import Backend
 from desktop_relay.capacity import CapacityLimits
-from desktop_relay.containers import ContainerEngineUnavailable, ContainerEvent
+from desktop_relay.engine.interface import ContainerEngineUnavailable, ContainerEvent
 from desktop_relay.lifecycle import (
     DesktopNotAllowed,
     DesktopSessions,
@@ -190,7 +190,7 @@ async def test_container_exiting_while_starting_fails_with_dockers_reason(store:
 
 
 @pytest_twisted.ensureDeferred
-async def test_container_exiting_while_starting_is_failed_by_the_start_not_the_event(store: SQLiteStore) -> None:
+async def test_container_exiting_while_starting_fails_the_start_through_the_event_too(store: SQLiteStore) -> None:
     from twisted.internet import reactor
 
     world = World(store)
@@ -346,7 +346,7 @@ async def test_a_container_stopped_as_the_engine_shuts_down_ends_engine_lost(sto
     world.engine.follow_events("test", handler, lambda: None, lambda reason: None)
     lost, stopped = await world.started(OTHERS[0]), await world.started(OTHERS[1])
     # The engine signals its containers, they exit cleanly, then its event stream ends.
-    world.engine.emit(world.engine.containers[lost.container_id], "kill")
+    handler(ContainerEvent(lost.container_id, lost.id, "kill", None, 0.0))
     world.engine.exit(lost.container_id, exit_code=0)
     world.sessions.engine.lost("the engine closed the event stream")
     for pending in handler.pending():
@@ -356,7 +356,7 @@ async def test_a_container_stopped_as_the_engine_shuts_down_ends_engine_lost(sto
     await world.reconcile()
     assert (await store.get_session(lost.id)).end_reason == "engine-lost"
     # An admin's `docker stop` while the engine stays: the session ends once the grace is over.
-    world.engine.emit(world.engine.containers[stopped.container_id], "kill")
+    handler(ContainerEvent(stopped.container_id, stopped.id, "kill", None, 0.0))
     world.engine.exit(stopped.container_id, exit_code=0)
     for pending in handler.pending():
         await pending
@@ -381,7 +381,7 @@ async def test_a_container_appearing_for_a_session_that_is_not_starting_is_remov
 
 
 def _spec(world: World, session: DesktopSession):  # type: ignore[no-untyped-def]
-    from desktop_relay.containers import ContainerSpec
+    from desktop_relay.engine.interface import ContainerSpec
 
     return ContainerSpec(session.id, session.owner, "test", world.sessions.desktop("demo"), session.vnc_password)
 

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 import pytest
 from fakes import FakeProvisioner
-from provisioner_contract import ProvisionerContract, make_desktop, make_spec
+from provisioner_contract import EventRecorder, ProvisionerContract, make_desktop, make_spec
 from twisted.internet.defer import Deferred
 
 from desktop_relay.config import DesktopType
-from desktop_relay.containers import ContainerStartFailed
+from desktop_relay.engine.interface import ContainerEngineTimedOut, ContainerStartFailed
 
 T = TypeVar("T")
 
@@ -31,6 +32,10 @@ class TestFakeProvisioner(ProvisionerContract):
     @pytest.fixture
     def desktop(self) -> DesktopType:
         return make_desktop(IMAGE)
+
+    @pytest.fixture
+    def kill_from_outside(self, provisioner: FakeProvisioner) -> Callable[[str], None]:
+        return provisioner.kill
 
 
 def result_of(d: Deferred[T]) -> Any:
@@ -92,3 +97,58 @@ def test_container_for_finds_a_session_and_removed_records_removals() -> None:
     result_of(fake.remove(info.container_id, 1))
     assert fake.container_for(info.session_id) is None
     assert fake.removed == [info.container_id]
+
+
+def test_an_exit_is_announced_with_its_code_and_an_oom_kill_before_it() -> None:
+    fake = FakeProvisioner(images=[IMAGE])
+    seen = EventRecorder()
+    seen.follow(fake, "test")
+    crashed, starved = started(fake), started(fake)
+    fake.exit(crashed.container_id, exit_code=3)
+    fake.exit(starved.container_id, oom=True)
+    assert seen.of(crashed.container_id) == ["create", "start", "die"]
+    assert seen.event(crashed.container_id, "die").exit_code == 3
+    assert seen.of(starved.container_id) == ["create", "start", "oom", "die"]
+    assert seen.event(starved.container_id, "die").exit_code == 137
+    assert result_of(fake.inspect(starved.container_id)).oom_killed
+
+
+def test_engine_down_and_back_is_told_to_followers_and_hides_what_happens_meanwhile() -> None:
+    fake = FakeProvisioner(images=[IMAGE])
+    seen = EventRecorder()
+    seen.follow(fake, "test")
+    info = started(fake)
+    fake.engine_down = True
+    fake.exit(info.container_id)
+    fake.engine_down = False
+    assert (seen.connections, seen.losses) == (2, ["Docker engine unreachable at fake://engine: it is down"])
+    assert seen.of(info.container_id) == ["create", "start"]
+    late = EventRecorder()
+    fake.engine_down = True
+    late.follow(fake, "test")
+    assert (late.connections, len(late.losses)) == (0, 1)
+
+
+def test_a_timed_out_start_is_carried_out_later_and_a_new_start_of_its_session_replaces_it() -> None:
+    fake = FakeProvisioner(images=[IMAGE])
+    seen = EventRecorder()
+    seen.follow(fake, "test")
+    spec = make_spec("test", make_desktop(IMAGE))
+    fake.time_out_next_start()
+    failure = result_of(fake.start(spec))
+    assert failure.check(ContainerEngineTimedOut)
+    assert fake.containers == {}
+    [leftover] = fake.carry_out_timed_out_starts()
+    assert seen.of(leftover) == ["create", "start"]
+    assert fake.container_for(spec.session_id).container_id == leftover
+    again = result_of(fake.start(spec))
+    assert seen.of(leftover) == ["create", "start", "kill", "die", "stop", "destroy"]
+    assert list(fake.containers) == [again.container_id]
+
+
+def test_a_stopped_follower_of_the_fake_hears_nothing_more() -> None:
+    fake = FakeProvisioner(images=[IMAGE])
+    seen = EventRecorder()
+    result_of(seen.follow(fake, "test").stop())
+    started(fake)
+    assert seen.events == []

@@ -12,7 +12,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
-from ..containers import ContainerEngineUnavailable, IEventFollower
+from ..engine.interface import ContainerEngineUnavailable, IEventFollower
 from ..store import SQLiteStore
 from .events import EventHandler
 from .reconcile import reconcile
@@ -71,9 +71,10 @@ class LifecycleService(Service):
     @inlineCallbacks
     def prepare(self) -> Generator[Deferred[Any], Any, None]:
         """Before the relay listens: learn the memory budget, and reconcile once. An engine that
-        cannot be reached does not stop the relay from starting: both happen when it is back."""
+        cannot be reached delays neither: both happen when its event stream opens."""
         yield self._guarded(self._learn_budget)
-        yield self._guarded(self.reconcile)
+        if self.sessions.engine.available:
+            yield self._guarded(self.reconcile)
 
     def startService(self) -> None:
         super().startService()

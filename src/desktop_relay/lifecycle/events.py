@@ -11,9 +11,9 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
-from ..containers import ContainerEngineUnavailable, ContainerEvent
+from ..engine.interface import ContainerEngineUnavailable, ContainerEvent
 from ..store import READY, STARTING, SQLiteStore
-from .reasons import exit_reason
+from .reasons import START_FAILED, exit_reason
 from .sessions import DesktopSessions
 
 # A container told to stop by someone other than the relay (an admin's `docker stop`, or the
@@ -70,8 +70,6 @@ class EventHandler:
             return  # ours to stop, or already ended
         if session.container_id not in (None, event.container_id):
             return  # an older container of the session
-        if session.state == STARTING and self._sessions.working_on(session.id):
-            return  # its start notices and fails it, with Docker's reason and the container's last words
         try:
             info = yield self._sessions.provisioner.inspect(event.container_id)
         except ContainerEngineUnavailable:
@@ -89,6 +87,17 @@ class EventHandler:
             session = yield self._store.get_session(session.id)
             if session is None or session.state not in (STARTING, READY):
                 return
+        if session.state == STARTING:
+            # Died before it ever answered: the start failed, and its last words say why.
+            reason = (info.problem if info is not None and info.problem else None) or exit_reason(code, oom)[1]
+            try:
+                logs = yield self._sessions.provisioner.logs_tail(event.container_id, 5)
+            except ContainerEngineUnavailable:
+                logs = ""
+            if logs.strip():
+                reason += ": " + " | ".join(line for line in logs.strip().splitlines()[-3:])
+            yield self._sessions.end(session, START_FAILED, f"The desktop stopped while starting: {reason}")
+            return
         yield self._sessions.end(session, *exit_reason(code, oom))
 
     @inlineCallbacks

@@ -9,7 +9,7 @@ from typing import Any
 from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.logger import Logger
 
-from ..containers import ContainerInfo
+from ..engine.interface import ContainerInfo
 from ..store import QUEUED, STARTING, STOPPING, DesktopSession, SQLiteStore
 from .reasons import ENGINE_LOST, exit_reason
 from .sessions import DesktopSessions

@@ -23,7 +23,7 @@ from ..auth import Identity
 from ..backend import Backend
 from ..capacity import CapacityLimits
 from ..config import DesktopType
-from ..containers import (
+from ..engine.interface import (
     ContainerEngineTimedOut,
     ContainerEngineUnavailable,
     ContainerSpec,
@@ -193,7 +193,6 @@ class DesktopSessions:
                 "session {session}: {user} queued for {desktop}", session=session.id,
                 user=identity.user_id, desktop=desktop_name,
             )
-        yield self._audit(identity.user_id, "start", session.id, desktop_name)
         self._launch_all(started)
         return (session, True)
 

@@ -14,7 +14,7 @@ from twisted.web.iweb import IRequest
 from twisted.web.server import Request
 from werkzeug.exceptions import HTTPException
 
-from ..containers import ContainerEngineUnavailable
+from ..engine.interface import ContainerEngineUnavailable
 from ..lifecycle import (
     DesktopNotAllowed,
     DesktopSessions,

@@ -1,6 +1,6 @@
 """The provisioning interface: what the relay asks of a container engine, and the values it gets back.
 
-The Docker implementation lives in docker_provisioner.py, an in-memory one for tests in
+The Docker implementation lives in docker.py beside this module, an in-memory one for tests in
 tests/fakes.py; both are held to the same behaviour by tests/provisioner_contract.py.
 """
 
@@ -12,7 +12,7 @@ import attr
 from twisted.internet.defer import Deferred
 from zope.interface import Interface
 
-from .config import DesktopType
+from ..config import DesktopType
 
 # Label keys on every container the relay creates; Docker is the truth about containers.
 LABEL_PREFIX = "org.desktop-relay."
