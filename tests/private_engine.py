@@ -60,7 +60,9 @@ class PrivateEngine:
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
                 [
-                    "dockerd",
+                    # Should the tests die without their teardown, the kernel sends dockerd
+                    # SIGTERM: no engine of ours outlives the run.
+                    "setpriv", "--pdeathsig", "TERM", "dockerd",
                     f"--data-root={self.directory / 'data'}",
                     f"--exec-root={self.directory / 'exec'}",
                     f"--pidfile={self.directory / 'docker.pid'}",
@@ -72,7 +74,7 @@ class PrivateEngine:
                     # Containers have a second to stop when the engine does, as a restart would.
                     "--shutdown-timeout=1",
                 ],
-                stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                stdout=log, stderr=subprocess.STDOUT,
             )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -139,8 +141,10 @@ class PrivateEngine:
         try:
             if self.running:
                 self.remove_containers()
-            self.stop()
         finally:
-            subprocess.run(["ip", "link", "delete", self.bridge], check=False, capture_output=True)
-            shutil.rmtree(self.directory / "data", ignore_errors=True)
-            shutil.rmtree(self.directory / "exec", ignore_errors=True)
+            try:
+                self.stop()
+            finally:
+                subprocess.run(["ip", "link", "delete", self.bridge], check=False, capture_output=True)
+                shutil.rmtree(self.directory / "data", ignore_errors=True)
+                shutil.rmtree(self.directory / "exec", ignore_errors=True)
