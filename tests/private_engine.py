@@ -25,6 +25,12 @@ def _ip(*args: str) -> str:
     return subprocess.run(["ip", *args], check=True, capture_output=True, text=True).stdout
 
 
+def _mount_point(path: Path) -> bool:
+    # os.path.ismount misses a directory bind-mounted on itself (same device).
+    with open("/proc/self/mountinfo") as mounts:
+        return any(line.split()[4] == str(path) for line in mounts)
+
+
 def _free_subnet() -> ipaddress.IPv4Network:
     routed = _ip("-4", "-o", "addr", "show") + _ip("-4", "route", "show")
     for subnet in _SUBNETS:
@@ -46,6 +52,7 @@ class PrivateEngine:
         self.bridge = "drt" + secrets.token_hex(4)
         self._subnet = _free_subnet()
         self.process: subprocess.Popen[bytes] | None = None
+        self.live_restore = False
         _ip("link", "add", "name", self.bridge, "type", "bridge")
         _ip("addr", "add", f"{self._subnet.network_address + 1}/{self._subnet.prefixlen}", "dev", self.bridge)
         _ip("link", "set", self.bridge, "up")
@@ -54,9 +61,11 @@ class PrivateEngine:
     def running(self) -> bool:
         return self.process is not None and self.process.poll() is None
 
-    def start(self, timeout: float = 30) -> None:
-        """Start the daemon and wait until it answers."""
+    def start(self, timeout: float = 30, *, live_restore: bool = False) -> None:
+        """Start the daemon and wait until it answers. With live_restore, as an admin may set in
+        daemon.json, its containers keep running while it is stopped."""
         assert not self.running, "the engine is running"
+        self.live_restore = live_restore
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
                 [
@@ -73,6 +82,7 @@ class PrivateEngine:
                     f"--cgroup-parent={self.bridge}",
                     # Containers have a second to stop when the engine does, as a restart would.
                     "--shutdown-timeout=1",
+                    *(["--live-restore"] if live_restore else []),
                 ],
                 stdout=log, stderr=subprocess.STDOUT,
             )
@@ -145,6 +155,11 @@ class PrivateEngine:
             try:
                 self.stop()
             finally:
+                # A live-restore engine leaves its data root mounted on itself, once per start.
+                for _ in range(10):
+                    if not _mount_point(self.directory / "data"):
+                        break
+                    subprocess.run(["umount", str(self.directory / "data")], check=False, capture_output=True)
                 subprocess.run(["ip", "link", "delete", self.bridge], check=False, capture_output=True)
                 shutil.rmtree(self.directory / "data", ignore_errors=True)
                 shutil.rmtree(self.directory / "exec", ignore_errors=True)

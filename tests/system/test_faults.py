@@ -361,13 +361,17 @@ def private_engine(tmp_path_factory: pytest.TempPathFactory, docker_client: dock
 
 @pytest.fixture
 def engine(private_engine: PrivateEngine) -> Iterator[PrivateEngine]:
-    """The private engine, running at the start of the test and without containers after it."""
+    """The private engine, running at the start of the test, and after it without containers and
+    with its default settings."""
     if not private_engine.running:
         private_engine.start()
     yield private_engine
     if not private_engine.running:
-        private_engine.start()
+        private_engine.start(live_restore=private_engine.live_restore)
     private_engine.remove_containers()
+    if private_engine.live_restore:
+        private_engine.stop()
+        private_engine.start()
 
 
 def test_engine_restart_keeps_the_relay_answering_and_ends_what_it_lost(
@@ -403,6 +407,31 @@ def test_engine_restart_keeps_the_relay_answering_and_ends_what_it_lost(
         start_ready(bob)
     assert start_ready(alice)["id"] != lost
     assert '" 500 ' not in relay.log()
+
+
+def test_engine_restart_with_live_restore_gives_back_the_desktops_that_survived(
+    relay_factory: Callable[..., RelayProcess], sign_in: Callable[..., list[Browser]], engine: PrivateEngine,
+) -> None:
+    engine.stop()
+    engine.start(live_restore=True)
+    relay = relay_factory(sections=sections(docker={"url": engine.url}))
+    (alice,) = sign_in(relay, "alice")
+    kept = start_ready(alice)["id"]
+    client = engine.client()
+    try:
+        (container,) = containers_of_session(client, kept)
+        engine.stop()
+        # The desktop runs on, but unreachable: its port went with the engine.
+        await_view(alice, kept, lambda v: v["state"] == "interrupted", timeout=3)
+        engine.start(live_restore=True)
+        back = await_view(alice, kept, lambda v: v["state"] != "interrupted", timeout=15)
+        assert back["state"] == "ready", back
+        assert [c.id for c in containers_of_session(client, kept)] == [container.id]
+    finally:
+        client.close()
+    # The web client's reconnect reaches the same desktop.
+    with alice.websocket(kept) as ws:
+        vnc_handshake(ws)
 
 
 # -- idle and disconnected users ---------------------------------------------------------------
