@@ -73,7 +73,8 @@ _CONTAINER_GONE_REASON = "desktop container went away"
 # A container that vanished (killed, crashed, out of memory) drops its TCP connection a moment
 # before the lifecycle learns from the engine why; the browser waits this long for that reason
 # (4000 and the words) before it gets the bare 1011, after which the web client would retry.
-CONTAINER_GONE_GRACE = 2.0
+# Longer than the lifecycle's wait for a container stopped from outside (SHUTDOWN_GRACE, 3 s).
+CONTAINER_GONE_GRACE = 4.0
 _BROWSER_GONE_REASON = "browser went away"
 
 # Codes a close frame may carry (RFC 6455 7.4; 1004-1006 and 1015 are never sent).
