@@ -135,9 +135,9 @@ class PrivateEngine:
     def remove_containers(self) -> None:
         client = self.client()
         try:
-            for container in client.containers.list(all=True):
+            for container in client.api.containers(all=True):
                 try:
-                    container.remove(force=True)
+                    client.api.remove_container(container["Id"], force=True)
                 except docker.errors.NotFound:
                     pass  # its relay removed it meanwhile
         finally:

@@ -195,8 +195,14 @@ def close_of(ws: ClientConnection, timeout: float = 10) -> Close:
     return closed.value.rcvd
 
 
-def containers_of_session(client: docker.DockerClient, sid: str) -> list[Any]:
-    return client.containers.list(all=True, filters={"label": f"{LABEL_SESSION}={sid}"})
+def containers_of_session(client: docker.DockerClient, sid: str) -> list[str]:
+    """The ids of a session's containers (a listing only: one may be removed at any moment)."""
+    return [c["Id"] for c in client.api.containers(all=True, filters={"label": f"{LABEL_SESSION}={sid}"})]
+
+
+def container_of_session(client: docker.DockerClient, sid: str) -> Any:
+    (container_id,) = containers_of_session(client, sid)
+    return client.containers.get(container_id)
 
 
 def await_no_container(client: docker.DockerClient, sid: str, timeout: float = 5) -> None:
@@ -238,7 +244,7 @@ def test_killed_container_ends_its_session_at_once_and_tells_its_browser(
 ) -> None:
     (alice,) = sign_in(relay, "alice")
     sid = start_ready(alice)["id"]
-    (container,) = containers_of_session(docker_client, sid)
+    container = container_of_session(docker_client, sid)
     with alice.websocket(sid) as ws:
         vnc_handshake(ws)
         container.kill()
@@ -259,7 +265,7 @@ def test_container_out_of_memory_ends_its_session_saying_so(
 ) -> None:
     (bob,) = sign_in(relay, "bob")
     sid = start_ready(bob, "small")["id"]
-    (container,) = containers_of_session(docker_client, sid)
+    container = container_of_session(docker_client, sid)
     # A process in the desktop eats memory. The kernel kills the process it scores worst, and
     # the container ends only if that is its main process: an exec'd hog alone would be killed
     # and the desktop would live on. Marking PID 1 as the first to go makes that certain.
@@ -281,7 +287,7 @@ def test_relay_restart_keeps_sessions_their_containers_and_a_start_in_flight(
 ) -> None:
     carol, dave = sign_in(relay, "carol", "dave")
     sid = start_ready(carol)["id"]
-    (container,) = containers_of_session(docker_client, sid)
+    container = container_of_session(docker_client, sid)
     with carol.websocket(sid) as ws:
         vnc_handshake(ws)
         # Dave presses Start just before the relay goes: his start is in flight.
@@ -294,7 +300,7 @@ def test_relay_restart_keeps_sessions_their_containers_and_a_start_in_flight(
     relay.start()
     # Same session, same container, and the web client's reconnect reaches it.
     assert view(carol, sid)["state"] == "ready"
-    assert [c.id for c in containers_of_session(docker_client, sid)] == [container.id]
+    assert containers_of_session(docker_client, sid) == [container.id]
     with carol.websocket(sid) as ws:
         vnc_handshake(ws)
     # The interrupted start is finished, with one container, not two.
@@ -419,14 +425,14 @@ def test_engine_restart_with_live_restore_gives_back_the_desktops_that_survived(
     kept = start_ready(alice)["id"]
     client = engine.client()
     try:
-        (container,) = containers_of_session(client, kept)
+        container = container_of_session(client, kept)
         engine.stop()
         # The desktop runs on, but unreachable: its port went with the engine.
         await_view(alice, kept, lambda v: v["state"] == "interrupted", timeout=3)
         engine.start(live_restore=True)
         back = await_view(alice, kept, lambda v: v["state"] != "interrupted", timeout=15)
         assert back["state"] == "ready", back
-        assert [c.id for c in containers_of_session(client, kept)] == [container.id]
+        assert containers_of_session(client, kept) == [container.id]
     finally:
         client.close()
     # The web client's reconnect reaches the same desktop.
