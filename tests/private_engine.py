@@ -3,17 +3,24 @@ which a test may stop and start at will. The machine's engine serves others and 
 
 Port publishing to 127.0.0.1 works without iptables: the engine's userland proxy (docker-proxy)
 listens on the loopback port and forwards to the container on the private bridge.
+
+Loading the desktop image into a fresh engine takes 10-20 s, and deleting its layers again
+as long; so `cached_data_root` keeps one data root (images only) between runs, for one run at
+a time, under ~/.cache/desktop-relay-tests or $DESKTOP_RELAY_TEST_ENGINE_CACHE.
 """
 
 from __future__ import annotations
 
+import fcntl
 import ipaddress
+import os
 import secrets
 import shutil
 import signal
 import subprocess
 import time
 from pathlib import Path
+from typing import IO
 
 import docker
 
@@ -31,6 +38,25 @@ def _mount_point(path: Path) -> bool:
         return any(line.split()[4] == str(path) for line in mounts)
 
 
+# Locks on cached data roots, held until the test process ends.
+_LOCKS: list[IO[str]] = []
+
+
+def cached_data_root() -> Path | None:
+    """The data root kept between runs, locked for this process; None if another run holds it."""
+    default = Path.home() / ".cache" / "desktop-relay-tests" / "engine-data"
+    root = Path(os.environ.get("DESKTOP_RELAY_TEST_ENGINE_CACHE", default))
+    root.parent.mkdir(parents=True, exist_ok=True)
+    lock = open(root.with_name(root.name + ".lock"), "w")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.close()
+        return None
+    _LOCKS.append(lock)
+    return root
+
+
 def _free_subnet() -> ipaddress.IPv4Network:
     routed = _ip("-4", "-o", "addr", "show") + _ip("-4", "route", "show")
     for subnet in _SUBNETS:
@@ -41,11 +67,14 @@ def _free_subnet() -> ipaddress.IPv4Network:
 
 class PrivateEngine:
     """A dockerd owned by the tests: `start`, `stop` (SIGTERM, as `systemctl stop docker` does),
-    `start` again; `close` stops it and removes its bridge and data."""
+    `start` again; `close` stops it and removes its bridge and data (except a `data_root` given
+    to it, which is kept without its containers)."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, data_root: Path | None = None) -> None:
         self.directory = directory
         directory.mkdir(parents=True, exist_ok=True)
+        self.data_root = data_root or directory / "data"
+        self._keep_data = data_root is not None
         self.socket = directory / "docker.sock"
         self.url = f"unix://{self.socket}"
         self.log_path = directory / "dockerd.log"
@@ -72,7 +101,7 @@ class PrivateEngine:
                     # Should the tests die without their teardown, the kernel sends dockerd
                     # SIGTERM: no engine of ours outlives the run.
                     "setpriv", "--pdeathsig", "TERM", "dockerd",
-                    f"--data-root={self.directory / 'data'}",
+                    f"--data-root={self.data_root}",
                     f"--exec-root={self.directory / 'exec'}",
                     f"--pidfile={self.directory / 'docker.pid'}",
                     f"--host={self.url}",
@@ -129,6 +158,8 @@ class PrivateEngine:
             except docker.errors.ImageNotFound:
                 pass
             client.images.load(b"".join(source.api.get_image(image)))
+            # The image this one replaces, in a data root kept between runs.
+            client.images.prune(filters={"dangling": True})
         finally:
             client.close()
 
@@ -157,9 +188,10 @@ class PrivateEngine:
             finally:
                 # A live-restore engine leaves its data root mounted on itself, once per start.
                 for _ in range(10):
-                    if not _mount_point(self.directory / "data"):
+                    if not _mount_point(self.data_root):
                         break
-                    subprocess.run(["umount", str(self.directory / "data")], check=False, capture_output=True)
+                    subprocess.run(["umount", str(self.data_root)], check=False, capture_output=True)
                 subprocess.run(["ip", "link", "delete", self.bridge], check=False, capture_output=True)
-                shutil.rmtree(self.directory / "data", ignore_errors=True)
+                if not self._keep_data:
+                    shutil.rmtree(self.data_root, ignore_errors=True)
                 shutil.rmtree(self.directory / "exec", ignore_errors=True)

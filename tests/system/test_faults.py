@@ -23,7 +23,7 @@ from typing import Any
 
 import docker
 import pytest
-from private_engine import PrivateEngine
+from private_engine import PrivateEngine, cached_data_root
 from relay_harness import IMAGE, LABEL_INSTANCE, Browser, RelayProcess, vnc_handshake
 from websockets.exceptions import ConnectionClosed
 from websockets.frames import Close
@@ -356,9 +356,11 @@ def private_engine(tmp_path_factory: pytest.TempPathFactory, docker_client: dock
     """A dockerd of this module's own, with the desktop image, that tests may stop and start."""
     if os.geteuid() != 0:
         pytest.skip("a second Docker engine needs root")
-    engine = PrivateEngine(tmp_path_factory.mktemp("engine"))
+    engine = PrivateEngine(tmp_path_factory.mktemp("engine"), cached_data_root())
     try:
         engine.start()
+        # What a run that died left behind.
+        engine.remove_containers()
         engine.load_image(docker_client, IMAGE)
         yield engine
     finally:
