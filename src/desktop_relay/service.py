@@ -28,6 +28,7 @@ from .engine import DockerProvisioner, docker_threadpool
 from .lifecycle import DesktopSessions, LifecycleService
 from .readiness import ReadinessProbe
 from .relay.assets import AssetRelay
+from .relay.client_cache import ClientFileCache
 from .relay.websocket import CLOSE_GOING_AWAY, CLOSE_SESSION_STOPPED, DesktopBridgeFactory
 from .store import SQLiteStore
 from .web.access import DesktopAccess
@@ -129,7 +130,7 @@ class RelayService(MultiService):
             throttle=LoginThrottle(reactor, config.login_attempts, config.login_window),
             api=UserAPI(self.store, self.sessions, guard),
             access=self.access,
-            assets=AssetRelay(reactor),
+            assets=AssetRelay(reactor, cache=ClientFileCache()),
             bridges=self.bridges,
             sessions=self.sessions,
             store=self.store,

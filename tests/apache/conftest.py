@@ -1,8 +1,10 @@
-"""Fixtures for the Apache tests: a self-signed certificate, the recording WebSocket backend,
-and Apache processes running the shipped vhost (all on loopback, all stopped at teardown)."""
+"""Fixtures for the Apache and browser tests: a self-signed certificate, the recording WebSocket
+backend, Apache processes running the shipped vhost (all on loopback, all stopped at teardown),
+and Chromium driven by Playwright."""
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -16,6 +18,7 @@ from apache_harness import (
     missing,
     render_vhost,
 )
+from desktop_browser import CHROMIUM, CHROMIUM_ARGS
 from ws_recorder import RecordingBackend
 
 
@@ -70,3 +73,25 @@ def start_apache(
     yield start
     for server in servers:
         server.stop()
+
+
+@pytest.fixture(scope="module")
+def playwright() -> Iterator[object]:
+    """Playwright for Python, for Debian's Chromium (skipped without them, failed in CI).
+    Playwright never downloads a browser here (scripts/ensure-browser)."""
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        missing("Playwright for Python is not installed", "scripts/ensure-browser")
+    if not shutil.which(CHROMIUM):
+        missing(f"no Chromium at {CHROMIUM}", "scripts/ensure-browser")
+    with sync_playwright() as driver:
+        yield driver
+
+
+@pytest.fixture(scope="module")
+def chromium(playwright) -> Iterator[object]:
+    """Headless Chromium in the host's network."""
+    browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+    yield browser
+    browser.close()

@@ -1,5 +1,6 @@
 """The asset relay through a real Klein app and Site, against a real TLS desktop stand-in, all on
-loopback sockets: headers both ways, conditional and range requests, failures, flow control."""
+loopback sockets: headers both ways, conditional and range requests, failures, flow control, and
+the client files it answers from memory."""
 
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ from twisted.web.resource import Resource
 
 from desktop_relay.backend import Backend
 from desktop_relay.relay.assets import AssetRelay
+from desktop_relay.relay.client_cache import ClientFileCache
 
 PASSWORD = "container-secret"
 APP_JS = bytes(range(256)) * 40
@@ -698,3 +700,99 @@ async def test_browser_leaving_before_the_container_answers_cancels_the_upstream
     await _until(lambda: not silent.open)
     assert [e for e in relay_log if e["log_level"].name != "debug"] == []
     await _close(port, silent)
+
+
+# --- the client file cache -----------------------------------------------------------------
+
+
+class CachingFront(Front):
+    """Front with the web layer's cache arguments: each session id belongs to a user."""
+
+    app = Klein()
+
+    def __init__(self, relay: AssetRelay) -> None:
+        super().__init__(relay)
+        self.owners: dict[str, str] = {}
+
+    @app.route("/desktop/<sid>/", branch=True)
+    def desktop(self, request: server.Request, sid: str) -> Deferred[None]:
+        rest = "/".join(IKleinRequest(request).branch_segments)
+        return self.relay.relay(request, self.backends[sid], rest, session_id=sid, user_id=self.owners[sid])
+
+
+@pytest_twisted.async_yield_fixture
+async def caching_site(desktop: Desktop) -> AsyncIterator[Running]:
+    reactor = _reactor()
+    front = CachingFront(AssetRelay(reactor, connect_timeout=2, response_timeout=1, cache=ClientFileCache()))
+    front.backends.update(anna1=desktop.backend, anna2=desktop.backend, bob1=desktop.backend)
+    front.owners.update(anna1="anna", anna2="anna", bob1="bob")
+    desktop.gate.putChild(b"", static.Data(b"<html>client one</html>", "text/html"))
+    site = _TrackingSite(front.app.resource())
+    port = await endpoints.TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(site)
+    yield Running(front, port.getHost().port)
+    await _close(port, site)
+
+
+async def _load(browser: HTTPClient, site: Running, session: str, *files: str) -> list[tuple[int, bytes]]:
+    """Load the client of a session as a browser does: the entry document, then its files."""
+    entry = await browser.get(site.url(f"{session}/?path=desktop/{session}/websockify"))
+    assert entry.code == 200 and b"client" in await entry.content()
+    answers = []
+    for name in files:
+        response = await browser.get(site.url(f"{session}/{name}"))
+        answers.append((response.code, await response.content()))
+    return answers
+
+
+def _asked(desktop: Desktop, path: bytes) -> int:
+    return sum(1 for seen in desktop.gate.seen if seen.uri == path)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_users_next_session_gets_the_client_files_from_memory(
+    caching_site: Running, desktop: Desktop, browser: HTTPClient
+) -> None:
+    assert await _load(browser, caching_site, "anna1", "files/app.js") == [(200, APP_JS)]
+    response = await browser.get(caching_site.url("anna1/files/app.js"))
+    assert await _load(browser, caching_site, "anna2", "files/app.js") == [(200, APP_JS)]
+    assert _asked(desktop, b"/files/app.js") == 1
+    # Answered as the container answered, with a length of the relay's own.
+    [content_type] = response.headers.getRawHeaders(b"content-type")
+    assert content_type.endswith(b"/javascript")
+    assert response.length == len(APP_JS)
+    assert response.headers.getRawHeaders(b"last-modified")
+    # The entry document always comes from the container: it names the client build.
+    assert _asked(desktop, b"/?path=desktop/anna2/websockify") == 1
+
+
+@pytest_twisted.ensureDeferred
+async def test_files_a_container_served_never_reach_another_users_browser(
+    caching_site: Running, desktop: Desktop, browser: HTTPClient
+) -> None:
+    await _load(browser, caching_site, "anna1", "files/app.js")
+    assert await _load(browser, caching_site, "bob1", "files/app.js") == [(200, APP_JS)]
+    assert _asked(desktop, b"/files/app.js") == 2
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_new_client_build_starts_with_nothing_cached(
+    caching_site: Running, desktop: Desktop, browser: HTTPClient
+) -> None:
+    await _load(browser, caching_site, "anna1", "files/app.js")
+    desktop.gate.putChild(b"", static.Data(b"<html>client two</html>", "text/html"))
+    await _load(browser, caching_site, "anna2", "files/app.js")
+    assert _asked(desktop, b"/files/app.js") == 2
+
+
+@pytest_twisted.ensureDeferred
+async def test_queries_ranges_and_files_before_the_entry_document_are_always_relayed(
+    caching_site: Running, desktop: Desktop, browser: HTTPClient
+) -> None:
+    # No entry document seen for the session yet: its build is unknown.
+    await browser.get(caching_site.url("anna1/files/app.js"))
+    await _load(browser, caching_site, "anna1", "files/app.js", "files/app.js?v=1", "files/app.js?v=1")
+    for _ in range(2):
+        response = await browser.get(caching_site.url("anna1/files/app.js"), headers={"Range": "bytes=0-9"})
+        assert response.code == 206 and await response.content() == APP_JS[:10]
+    assert _asked(desktop, b"/files/app.js") == 4
+    assert _asked(desktop, b"/files/app.js?v=1") == 2

@@ -197,3 +197,42 @@ async def test_wait_takes_only_ready_or_change(api: API) -> None:
     status, _, problem = await api.get(f"/sessions/{started['id']}?wait=forever")
     assert status == 400 and problem["type"].endswith("invalid-parameter")
     await api.settle()
+
+
+@pytest_twisted.ensureDeferred
+async def test_wait_change_holds_until_the_session_changes_whatever_way_since_is_written(api: API) -> None:
+    from twisted.internet import reactor
+    from twisted.internet.task import deferLater
+
+    await api.sign_in()
+    _, _, started = await api.post("/sessions", {"desktop": "demo"})
+    await api.settle()
+    _, _, view = await api.get(f"/sessions/{started['id']}")
+    # JavaScript writes a whole-number float without ".0"; the same stamp either way.
+    since = format(view["updated"], "f")
+    waiting = defer.ensureDeferred(api.get(f"/sessions/{started['id']}?wait=change&since={since}"))
+    await deferLater(reactor, 0.2, lambda: None)
+    assert not waiting.called
+    session = await api.store.get_session(started["id"])
+    await api.sessions.stop(session, "anna")
+    status, _, changed = await waiting
+    assert status == 200 and changed["state"] == "stopped" and changed["now"] >= changed["updated"]
+    status, _, problem = await api.get(f"/sessions/{started['id']}?wait=change&since=yesterday")
+    assert status == 400 and problem["type"].endswith("invalid-parameter")
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_browser_leaving_a_long_poll_is_forgotten_without_errors(api: API) -> None:
+    from twisted.internet import reactor
+    from twisted.internet.task import deferLater
+
+    await api.sign_in()
+    _, _, started = await api.post("/sessions", {"desktop": "demo"})
+    await api.settle()
+    waiting = api.http.get(f"{api.url}/sessions/{started['id']}?wait=change", headers={"Cookie": api.cookie})
+    await deferLater(reactor, 0.2, lambda: None)
+    assert api.sessions.watch.session_ids() == [started["id"]]
+    waiting.cancel()
+    await deferLater(reactor, 0.2, lambda: None)
+    assert api.sessions.watch.session_ids() == []
+    waiting.addErrback(lambda f: None)

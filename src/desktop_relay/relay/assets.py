@@ -5,13 +5,17 @@ This module owns what crosses between the two sides: which request headers reach
 allow-list) and which response headers reach the browser, how failures look to the browser (short
 plain-text 502s), and the flow control that keeps a slow browser from growing the relay's memory.
 Who may reach which container is decided before this module is called: the web layer hands over a
-`Backend` only after it has authenticated the user and authorised the session.
+`Backend` only after it has authenticated the user and authorised the session. With a
+ClientFileCache, the web client's static files that a user's browser has had once are answered
+from memory, without the container (relay/client_cache.py says when and why that is safe).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from urllib.parse import quote
 
+import attr
 from twisted.internet.defer import Deferred, maybeDeferred, succeed
 from twisted.internet.interfaces import IPushProducer, IReactorTime
 from twisted.internet.protocol import Protocol, connectionDone
@@ -27,6 +31,7 @@ from twisted.web.iweb import UNKNOWN_LENGTH, IAgent, IRequest, IResponse
 from twisted.web.server import Request
 
 from desktop_relay.backend import Backend, container_agent
+from desktop_relay.relay.client_cache import MAX_ENTRY, MAX_FILE, CachedFile, ClientFileCache
 
 RELAYED_METHODS = frozenset({b"GET", b"HEAD"})
 ALLOW = b"GET, HEAD"
@@ -80,12 +85,15 @@ class AssetRelay:
         agent: IAgent | None = None,
         connect_timeout: float = 10,
         response_timeout: float = 30,
+        cache: ClientFileCache | None = None,
     ) -> None:
         """`connect_timeout` bounds the TCP connect of the default agent (ignored with `agent`);
         `response_timeout` bounds the wait from sending the request to the response headers,
         which covers a TLS handshake that never completes. A body has no time limit: a slow
-        browser legitimately pauses it."""
+        browser legitimately pauses it. With `cache`, the web client's files are answered from
+        memory once the user's browser has had them (relay/client_cache.py)."""
         self._reactor = reactor
+        self._cache = cache
         self._agent: IAgent
         if agent is None:
             self._agent = container_agent(reactor, connect_timeout)
@@ -93,9 +101,13 @@ class AssetRelay:
             self._agent = agent
         self._response_timeout = response_timeout
 
-    def relay(self, request: Request, backend: Backend, path: str) -> Deferred[None]:
+    def relay(
+        self, request: Request, backend: Backend, path: str, *, session_id: str | None = None,
+        user_id: str | None = None,
+    ) -> Deferred[None]:
         """Answer `request` with the container's response for `path` (decoded, below the session
-        prefix; the request's query string is added), streaming the body.
+        prefix; the request's query string is added), streaming the body. `session_id` and
+        `user_id` (whose session it is, already checked) let the client's files come from the cache.
 
         The relay finishes the request itself; the Deferred fires with None once the response is
         complete or the browser has gone, and never fails, so a Klein handler can return it.
@@ -104,7 +116,22 @@ class AssetRelay:
         if request.method not in RELAYED_METHODS:
             _answer_plain(request, 405, METHOD_MESSAGE, allow=ALLOW)
             return succeed(None)
-        exchange = _Exchange(request, backend)
+        keep: _Keep | None = None
+        if self._cache is not None and session_id is not None and user_id is not None:
+            cache = self._cache
+            if path == "" and request.method == b"GET":
+                # The client's entry document names the session's client build: read on the way.
+                keep = _Keep(MAX_ENTRY, lambda code, phrase, headers, body: cache.entry_seen(
+                    session_id, user_id, body, headers))
+            elif _plain_get(request):
+                cached = cache.lookup(session_id, user_id, path)
+                if cached is not None:
+                    _answer_cached(request, cached)
+                    return succeed(None)
+                if cache.wants(session_id, user_id, path):
+                    keep = _Keep(MAX_FILE, lambda code, phrase, headers, body: cache.store(
+                        session_id, user_id, path, code, phrase, headers, body))
+        exchange = _Exchange(request, backend, keep)
         return exchange.start(
             self._agent,
             _upstream_url(backend, path, request.uri),
@@ -114,13 +141,48 @@ class AssetRelay:
         )
 
 
+@attr.s(frozen=True, auto_attribs=True)
+class _Keep:
+    """Who gets a whole 200 body once it has been relayed (status, phrase, the browser's
+    headers, body), for bodies up to `limit` bytes."""
+
+    limit: int
+    kept: Callable[[int, bytes, Headers, bytes], None]
+
+
+def _plain_get(request: Request) -> bool:
+    # A query may select anything; a Range asks for part of a file.
+    return b"?" not in (request.uri or b"") and not request.requestHeaders.hasHeader(b"range")
+
+
+def _answer_cached(request: Request, cached: CachedFile) -> None:
+    """Answer with a file the relay kept, as the container sent it (Date and length are ours)."""
+    if _is_finished_or_gone(request):
+        return
+    request.setResponseCode(cached.code, cached.phrase)
+    for name, values in cached.headers:
+        if name.lower() not in (b"date", b"content-length"):
+            request.responseHeaders.setRawHeaders(name, list(values))
+    if not request.responseHeaders.hasHeader(b"content-type"):
+        request.defaultContentType = None
+    request.setHeader(b"content-length", b"%d" % (len(cached.body),))
+    if request.method != b"HEAD":
+        request.write(cached.body)
+    request.finish()
+
+
 class _Exchange:
     """One relayed request: waiting for the container's headers, then streaming its body."""
 
     _log = Logger()
 
-    def __init__(self, request: Request, backend: Backend) -> None:
+    def __init__(self, request: Request, backend: Backend, keep: _Keep | None = None) -> None:
         self._request = request
+        self._keep = keep
+        # The body so far, while it is one to keep.
+        self._kept: list[bytes] | None = None
+        self._kept_size = 0
+        self._status = (0, b"")
         self._backend = backend
         self._path = request.path.decode("utf-8", "replace")
         self._done: Deferred[None] = Deferred(self._cancel)
@@ -175,6 +237,9 @@ class _Exchange:
             response.deliverBody(_Discard())
             self._finish()
             return
+        if self._keep is not None and response.code == 200 and response.length is not UNKNOWN_LENGTH:
+            self._kept = []
+            self._status = (response.code, response.phrase)
         response.deliverBody(_BodyStream(self))
 
     def _unreachable(self, failure: Failure) -> None:
@@ -204,6 +269,12 @@ class _Exchange:
         """A piece of the container's body, for the browser."""
         if not self._abandoned:
             self._request.write(data)
+            if self._kept is not None and self._keep is not None:
+                self._kept_size += len(data)
+                if self._kept_size > self._keep.limit:
+                    self._kept = None
+                else:
+                    self._kept.append(data)
 
     def body_ended(self, reason: Failure) -> None:
         """The container's body is complete, or broke off."""
@@ -215,6 +286,8 @@ class _Exchange:
         # PotentialDataLoss: a body without length ends when the connection closes; that is how
         # HTTP/1.x marks its end, not a failure.
         if reason.check(ResponseDone, PotentialDataLoss):
+            if reason.check(ResponseDone) and self._kept is not None and self._keep is not None:
+                self._keep.kept(*self._status, self._request.responseHeaders, b"".join(self._kept))
             self._finish()
             return
         self._log.warn(

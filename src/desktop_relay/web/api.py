@@ -70,6 +70,9 @@ def session_view(
         "lifetime_deadline": timing.lifetime_deadline if timing else None,
         "warning": {"reason": timing.warning[0], "at": timing.warning[1]} if timing and timing.warning else None,
         "engine": "ok" if sessions.engine.available else "unreachable",
+        # The server's clock when the view was made, for countdowns (a long-poll's Date header is
+        # as old as its wait).
+        "now": sessions.now(),
         "url": f"/desktop/{session.id}/",
         "client_url": client_url(session.id),
     }
@@ -182,7 +185,7 @@ class UserAPI:
             while session.state in (QUEUED, STARTING) and self._sessions.now() < deadline:
                 yield self._next_change(request, session.id, deadline)
                 session = yield self._own_session(web.user_id, session_id)
-        elif wait == "change" and _arg(request, b"since") in (None, repr(session.updated)):
+        elif wait == "change" and _unchanged_since(_arg(request, b"since"), session):
             yield self._next_change(request, session.id, deadline)
             session = yield self._own_session(web.user_id, session_id)
         return json_response(request, (yield self._view(session)))
@@ -215,6 +218,17 @@ class UserAPI:
         if session is None or session.owner != user_id:
             raise Problem(404, "no-such-session", "No such desktop session")
         return session
+
+
+def _unchanged_since(since: str | None, session: DesktopSession) -> bool:
+    """Whether the page's view (stamped `since`, the view's `updated`) is still the current one.
+    Compared as numbers: JavaScript writes 1.0 as "1"."""
+    if since is None:
+        return True
+    try:
+        return abs(float(since) - session.updated) < 1e-6
+    except ValueError:
+        raise Problem(400, "invalid-parameter", "Invalid parameter", "since must be a number.") from None
 
 
 def _arg(request: IRequest, name: bytes) -> str | None:

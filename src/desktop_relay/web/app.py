@@ -4,8 +4,10 @@ Sign-in is one of three methods ([auth] method): the relay's own form (local acc
 OpenID Connect code flow (/login → provider → /login/callback), or headers set by a trusted
 proxy. Whatever the method, it ends in a web session carrying the user's groups and role.
 
+/desktop/ID/ is the relay's own session page (a bar over the web client in a frame);
 /desktop/ID/websockify goes to the Autobahn bridge (relay/websocket.py); everything else under
-/desktop/ID/ to the asset relay (relay/assets.py); both only after DesktopAccess said yes.
+/desktop/ID/, the client's own address /desktop/ID/?path=... included, to the asset relay
+(relay/assets.py); all only after DesktopAccess said yes.
 """
 
 from __future__ import annotations
@@ -33,9 +35,9 @@ from ..lifecycle import DesktopSessions
 from ..lifecycle.reasons import SIGNED_OUT
 from ..relay.assets import AssetRelay
 from ..relay.websocket import CLOSE_SIGNED_OUT, DesktopBridgeFactory
-from ..store import SQLiteStore
+from ..store import SQLiteStore, WebSession
 from .access import DesktopAccess
-from .api import UserAPI, client_url
+from .api import UserAPI
 from .guard import RequestGuard
 from .responses import (
     Problem,
@@ -269,11 +271,24 @@ class RelayWeb:
         origin = request.getHeader(b"origin")
         if origin is not None and not self._guard.origin_allowed(origin.decode("latin-1")):
             raise Problem(403, "origin-refused", "Origin refused")
-        backend = yield self._access.backend_for(web, session_id)
         if entry and not request.args.get(b"path"):  # type: ignore[attr-defined]  # see login_callback
-            return redirect(request, client_url(session_id), 302)
+            return (yield self._session_page(request, web, session_id))
+        backend = yield self._access.backend_for(web, session_id)
         path = b"/".join(request.postpath or []).decode("utf-8", "replace")
-        return (yield self._assets.relay(request, backend, path))
+        return (yield self._assets.relay(request, backend, path, session_id=session_id, user_id=web.user_id))
+
+    @inlineCallbacks
+    def _session_page(self, request: IRequest, web: WebSession, session_id: str):  # type: ignore[no-untyped-def]
+        """The relay's own page for a session: the bar, and the web client in a frame once ready."""
+        try:
+            yield self._access.backend_for(web, session_id)
+        except Problem as problem:
+            # Not found (or someone else's) and no longer allowed are answered as for any request;
+            # any other refusal is about the session's state, which the page itself shows: queued,
+            # starting, ended.
+            if problem.status in (403, 404):
+                raise
+        return render_page(request, "session.html", session_id=session_id)
 
 
 def _arg(request: IRequest, name: bytes) -> str | None:

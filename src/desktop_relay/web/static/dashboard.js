@@ -1,20 +1,11 @@
-// The dashboard: lists desktops and sessions from /api/, starts one and waits until it is ready.
+// The dashboard: lists desktops and sessions from /api/. Start goes straight to the desktop's own
+// page, which waits for the desktop while its container starts; sessions that are still changing
+// (queued, starting, stopping) are followed here by long-poll, so positions and reasons stay current.
 "use strict";
 
 const statusLine = document.getElementById("status");
-
-async function api(method, path, body) {
-  const options = { method, headers: {}, credentials: "same-origin" };
-  if (body !== undefined) {
-    options.headers["Content-Type"] = "application/json";
-    options.body = JSON.stringify(body);
-  }
-  const response = await fetch("/api" + path, options);
-  const data = await response.json();
-  if (response.status === 401) { window.location = "/login"; }
-  if (!response.ok) { throw new Error(data.detail || data.title || response.statusText); }
-  return data;
-}
+// Sessions with a long-poll under way, so a redraw does not start a second one.
+const followed = new Set();
 
 function element(tag, text, attributes) {
   const node = document.createElement(tag);
@@ -23,29 +14,20 @@ function element(tag, text, attributes) {
   return node;
 }
 
-async function waitUntilReady(session) {
-  while (session.state === "starting") {
-    statusLine.textContent = "";
-    document.title = "Starting " + session.title + "…";
-    await new Promise((resolve) => setTimeout(resolve, 1000));
-    session = await api("GET", "/sessions/" + session.id);
-  }
-  if (session.state === "ready") {
-    window.location = session.url;
-  } else {
-    statusLine.textContent = session.title + " could not start: " + (session.reason || session.state);
-    await refresh();
-  }
+function problemText(error) {
+  return error.message + (error.retryAfter ? " Try again in " + error.retryAfter + " s." : "");
 }
 
 async function start(desktop, button) {
   button.disabled = true;
   button.textContent = "Starting…";
   try {
-    const session = await api("POST", "/sessions", { desktop: desktop.name });
-    await waitUntilReady(session);
+    const session = await relayApi.call("POST", "/sessions", { desktop: desktop.name });
+    // At once, whatever the state: the page loads while the container starts and shows the
+    // desktop the moment it is ready.
+    window.location.assign(session.url);
   } catch (error) {
-    statusLine.textContent = error.message;
+    statusLine.textContent = problemText(error);
     button.disabled = false;
     button.textContent = "Start";
   }
@@ -53,15 +35,44 @@ async function start(desktop, button) {
 
 async function stop(session) {
   try {
-    await api("DELETE", "/sessions/" + session.id);
+    await relayApi.call("DELETE", "/sessions/" + encodeURIComponent(session.id));
   } catch (error) {
-    statusLine.textContent = error.message;
+    statusLine.textContent = problemText(error);
   }
   await refresh();
 }
 
+function follow(session) {
+  if (followed.has(session.id)) { return; }
+  followed.add(session.id);
+  relayApi.nextView(session)
+    .catch(() => relayApi.sleep(2000))
+    .then(() => { followed.delete(session.id); return refresh(); })
+    .catch((error) => { statusLine.textContent = error.message; });
+}
+
+function sessionRow(session) {
+  const item = element("li");
+  item.dataset.session = session.id;
+  item.dataset.state = session.state;
+  item.append(element("span", relayApi.stateText(session), { className: "state" }),
+              element("span", session.title));
+  if (relayApi.ACTIVE.has(session.state)) {
+    if (session.state !== "stopping") {
+      item.append(element("a", "Open", { href: session.url }));
+      const running = session.state === "ready" || session.state === "interrupted";
+      const button = element("button", running ? "Stop" : "Cancel", { type: "button", className: "quiet" });
+      button.addEventListener("click", () => stop(session));
+      item.append(button);
+    }
+  } else {
+    item.append(element("span", relayApi.endText(session), { className: "reason", title: session.reason || "" }));
+  }
+  return item;
+}
+
 async function refresh() {
-  const [desktops, sessions] = await Promise.all([api("GET", "/desktops"), api("GET", "/sessions")]);
+  const [desktops, sessions] = await Promise.all([relayApi.call("GET", "/desktops"), relayApi.call("GET", "/sessions")]);
   const desktopList = document.getElementById("desktops");
   desktopList.replaceChildren();
   for (const desktop of desktops) {
@@ -76,24 +87,10 @@ async function refresh() {
   if (desktops.length === 0) {
     desktopList.append(element("li", "No desktops are available for your account."));
   }
-  const sessionList = document.getElementById("sessions");
-  sessionList.replaceChildren();
+  document.getElementById("sessions").replaceChildren(...sessions.map(sessionRow));
   for (const session of sessions) {
-    const item = element("li");
-    item.append(element("span", session.state, { className: "state" }), element("span", session.title));
-    if (session.state === "ready") {
-      item.append(element("a", "Open", { href: session.url }));
-    }
-    if (session.state === "ready" || session.state === "starting") {
-      const button = element("button", "Stop", { type: "button", className: "quiet" });
-      button.addEventListener("click", () => stop(session));
-      item.append(button);
-    }
-    if (session.reason) { item.append(element("span", session.reason)); }
-    sessionList.append(item);
+    if (relayApi.ACTIVE.has(session.state)) { follow(session); }
   }
-  const starting = sessions.find((s) => s.state === "starting");
-  if (starting) { waitUntilReady(starting); }
 }
 
 refresh().catch((error) => { statusLine.textContent = error.message; });
