@@ -190,3 +190,40 @@ async def test_csv_export_streams_a_big_trail_in_chunks(served: Served, monkeypa
 async def test_csv_refuses_paging_parameters_it_does_not_take(served: Served) -> None:
     status, _, raw = await served.get("/audit.csv/?limit=5")
     assert status == 400 and json.loads(raw)["parameter"] == "limit"
+
+
+@pytest_twisted.ensureDeferred
+async def test_csv_export_stops_when_the_browser_goes(served: Served, monkeypatch: pytest.MonkeyPatch) -> None:
+    from twisted.internet import reactor, task
+    from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+    from twisted.internet.protocol import Protocol
+
+    monkeypatch.setattr(audit_module, "CSV_CHUNK", 1)
+    for n in range(200):
+        await served.store.audit(1_764_600_000.0 + n, "bulk", "start", f"b{n}")
+    reads: list[int] = []
+    original = served.store.audit_trail
+
+    def counted(limit: int = 100, where: Any = None) -> Any:
+        reads.append(limit)
+        return original(limit, where)
+
+    monkeypatch.setattr(served.store, "audit_trail", counted)
+    first_bytes: defer.Deferred[None] = defer.Deferred()
+
+    class Leaving(Protocol):
+        def connectionMade(self) -> None:
+            self.transport.write(b"GET /audit.csv/?actor=bulk HTTP/1.1\r\nHost: x\r\n"
+                                 b"Authorization: Bearer reader\r\n\r\n")
+
+        def dataReceived(self, data: bytes) -> None:
+            if not first_bytes.called:
+                self.transport.abortConnection()
+                first_bytes.callback(None)
+
+    await connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", served.port.getHost().port), Leaving())
+    await first_bytes
+    await task.deferLater(reactor, 0.5, lambda: None)
+    settled = len(reads)
+    await task.deferLater(reactor, 0.2, lambda: None)
+    assert len(reads) == settled < 200

@@ -132,7 +132,8 @@ class AuditAdmin:
                 # A slow reader pauses the export instead of the relay holding the whole trail.
                 yield pacer.resumed()
         finally:
-            request.unregisterProducer()
+            if request.channel is not None:  # None once the browser has gone
+                request.unregisterProducer()
         return b""
 
 
