@@ -155,3 +155,31 @@ async def test_a_path_that_is_not_utf8_is_a_problem_and_one_warning(
 async def test_percent_encoded_utf8_paths_still_route(site: Site_) -> None:
     status, _, body = await site.request("GET", "/api/sessions/%C3%A9t%C3%A9")
     assert status == 404 and body["type"].endswith("no-such-session")
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_host_header_that_is_not_utf8_is_a_problem_and_one_warning(site: Site_, log_lines: list[dict]) -> None:
+    from twisted.internet import reactor
+    from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+    from twisted.internet.protocol import Protocol
+
+    answer: defer.Deferred[bytes] = defer.Deferred()
+
+    class Raw(Protocol):
+        received = b""
+
+        def connectionMade(self) -> None:
+            self.transport.write(b"GET /api/me HTTP/1.1\r\nHost: \xff\r\nConnection: close\r\n\r\n")
+
+        def dataReceived(self, data: bytes) -> None:
+            self.received += data
+
+        def connectionLost(self, reason: object) -> None:
+            answer.callback(self.received)
+
+    await connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", site.port.getHost().port), Raw())
+    head, _, body = (await answer).partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400 ") and b"application/problem+json" in head
+    assert json.loads(body)["type"].endswith("invalid-host")
+    assert [e["log_level"] for e in log_lines if "log_failure" in e or e.get("isError")] == []
+    assert any("Host header is not UTF-8" in formatEvent(e) for e in log_lines)

@@ -71,10 +71,11 @@ def _safe_next(target: str | None) -> str:
 
 
 class DecodablePaths(Resource):
-    """The site's root: refuses a path that is not UTF-8 once percent-decoded (/api/sessions/%FF).
+    """The site's root: refuses a path that is not UTF-8 once percent-decoded (/api/sessions/%FF),
+    and a Host header that is not UTF-8.
 
-    Klein cannot route such a path: it answers a text/html 400 of its own and logs a traceback,
-    before any of our error handlers run. Here it gets a problem body and one warning line.
+    Klein cannot route either: it answers a text/html 400 of its own and logs a traceback,
+    before any of our error handlers run. Here they get a problem body and one warning line.
     """
 
     isLeaf = True
@@ -85,14 +86,19 @@ class DecodablePaths(Resource):
         self._routes = routes
 
     def render(self, request: IRequest) -> bytes | int:
+        method, path = request.method.decode("ascii", "replace"), request.path.decode("ascii", "replace")
         try:
             b"/".join(request.postpath or []).decode("utf-8")
         except UnicodeDecodeError:
-            path = request.path.decode("ascii", "replace")
-            self._log.warn("refused {method} {path}: the path is not UTF-8", method=request.method.decode(
-                "ascii", "replace"), path=path)
+            self._log.warn("refused {method} {path}: the path is not UTF-8", method=method, path=path)
             return problem_response(request, Problem(400, "invalid-path", "Invalid path",
                                                      "The address is not valid percent-encoded UTF-8."))
+        try:
+            request.getRequestHostname().decode("utf-8")
+        except UnicodeDecodeError:
+            self._log.warn("refused {method} {path}: the Host header is not UTF-8", method=method, path=path)
+            return problem_response(request, Problem(400, "invalid-host", "Invalid Host header",
+                                                     "The Host header is not UTF-8."))
         return self._routes.render(request)
 
 
