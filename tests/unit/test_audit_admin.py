@@ -227,3 +227,17 @@ async def test_csv_export_stops_when_the_browser_goes(served: Served, monkeypatc
     settled = len(reads)
     await task.deferLater(reactor, 0.2, lambda: None)
     assert len(reads) == settled < 200
+
+
+def test_a_paused_transport_holds_the_next_csv_chunk_back_until_it_resumes() -> None:
+    pacer = audit_module._Pacer()
+    assert pacer.resumed().called
+    pacer.pauseProducing()
+    waiting = pacer.resumed()
+    assert not waiting.called
+    pacer.resumeProducing()
+    assert waiting.called and pacer.resumed().called
+    pacer.pauseProducing()
+    waiting = pacer.resumed()
+    pacer.stopProducing()
+    assert waiting.called and pacer.stopped
