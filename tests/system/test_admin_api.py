@@ -6,6 +6,7 @@ from __future__ import annotations
 import sqlite3
 import subprocess
 import sys
+from collections.abc import Callable
 from typing import Any
 
 import docker
@@ -82,3 +83,42 @@ def test_a_token_from_the_admin_command_lists_and_stops_a_pupils_real_desktop(
     trail = sqlite3.connect(database).execute("SELECT actor, action, target FROM audit ORDER BY id").fetchall()
     assert ("token:ops", "admin-stop", sid) in trail and ("token:ops", "stop", sid) in trail
     assert "Traceback" not in relay.log()
+
+
+def test_an_admin_in_the_browser_stops_a_groups_desktops_and_signs_a_pupil_out(
+    relay_factory: Callable[..., RelayProcess], docker_client: docker.DockerClient
+) -> None:
+    relay = relay_factory(users={"alice": "pupils,7b", "bob": "pupils,7c", "root": "staff,admins"},
+                          sections={"roles": {"admin_groups": "admins"}})
+    alice, bob, root = relay.client(), relay.client(), relay.client()
+    for browser, user in ((alice, "alice"), (bob, "bob"), (root, "root")):
+        browser.login(user)
+    alice_sid, bob_sid = alice.start_desktop()["id"], bob.start_desktop()["id"]
+
+    users = root.api("GET", "/admin/users").json()["items"]
+    assert {u["id"]: u["role"] for u in users} == {"alice": "pupil", "bob": "pupil", "root": "admin"}
+    assert root.api("GET", "/admin/users/alice").json()["groups"] == ["7b", "pupils"]
+
+    # A page of another site cannot make the admin's browser stop anything.
+    root.origin = "https://evil.example"
+    assert root.api("POST", "/admin/sessions/stop", {"group": "7b"}).status_code == 403
+    root.origin = relay.url
+    stopped = root.api("POST", "/admin/sessions/stop", {"group": "7b"})
+    assert stopped.status_code == 200 and stopped.json() == {"stopped": [alice_sid], "stopping": []}
+    assert docker_client.containers.list(all=True, filters={"label": f"org.desktop-relay.session={alice_sid}"}) == []
+    assert docker_client.containers.list(filters={"label": f"org.desktop-relay.session={bob_sid}"})
+
+    with bob.websocket(bob_sid) as ws:
+        vnc_handshake(ws)
+        signed_out = root.api("POST", "/admin/users/bob/sign-out")
+        assert signed_out.status_code == 200
+        assert signed_out.json() == {"user": "bob", "web_sessions_ended": 1, "connections_closed": 1}
+        with pytest.raises(ConnectionClosed) as closed:
+            while True:
+                ws.recv(timeout=10)
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 4001
+    assert bob.api("GET", "/me").status_code == 401
+
+    trail = sqlite3.connect(relay.directory / "var" / "relay.sqlite3").execute(
+        "SELECT actor, action, target FROM audit WHERE action LIKE 'admin-%' ORDER BY id").fetchall()
+    assert trail == [("user:root", "admin-stop-many", "group:7b"), ("user:root", "admin-sign-out", "bob")]
