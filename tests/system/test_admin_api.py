@@ -1,5 +1,6 @@
 """The admin API against the relay as twistd with the real Docker engine: a token made with the
-admin command lists a pupil's real desktop and stops it; the container goes, the audit says who."""
+admin command lists a pupil's real desktop and stops it; an admin in the browser stops a group's
+desktops and signs a pupil out; the containers go, the sockets close, the audit says who."""
 
 from __future__ import annotations
 
