@@ -32,6 +32,9 @@ from .relay.client_cache import ClientFileCache
 from .relay.websocket import CLOSE_GOING_AWAY, CLOSE_SESSION_STOPPED, DesktopBridgeFactory
 from .store import SQLiteStore
 from .web.access import DesktopAccess
+from .web.admin import AdminAPI, AdminAuth
+from .web.admin.sessions import SessionsAdmin
+from .web.admin.users import UsersAdmin
 from .web.api import UserAPI
 from .web.app import RelayWeb
 from .web.guard import RequestGuard
@@ -120,6 +123,11 @@ class RelayService(MultiService):
             memory_budget_auto=config.memory_budget_auto,
         )
         self.access = DesktopAccess(self.store, self.sessions, guard)
+        admin_auth = AdminAuth(self.store, guard, reactor)
+        admin = AdminAPI(admin_auth, {
+            "sessions": SessionsAdmin(admin_auth, self.store, self.sessions, self.bridges).app.resource(),
+            "users": UsersAdmin(admin_auth, self.store, self.sessions, self.bridges).app.resource(),
+        })
         web = RelayWeb(
             guard=guard,
             roles=Roles(config.admin_groups, config.teacher_groups),
@@ -134,6 +142,7 @@ class RelayService(MultiService):
             bridges=self.bridges,
             sessions=self.sessions,
             store=self.store,
+            admin=admin,
         )
         site = Site(web.app.resource())
         site.displayTracebacks = False
