@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import attr
-from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.defer import CancelledError, Deferred, fail, succeed
 from twisted.internet.interfaces import IReactorTime
 from zope.interface import implementer
 
@@ -29,8 +29,12 @@ from desktop_relay.engine.interface import (
     ContainerInfo,
     ContainerSpec,
     ContainerStartFailed,
+    EngineSummary,
     IContainerProvisioner,
     IEventFollower,
+    IImagePull,
+    ImagePullFailed,
+    PullProgress,
 )
 
 # The demo image: the fake engine "has" it, like the real one after scripts/build-desktop-image.
@@ -100,6 +104,46 @@ class FakeEventFollower:
         return succeed(None)
 
 
+@implementer(IImagePull)
+class FakeImagePull:
+    """A pull by the fake engine: `feed()` delivers its next progress messages, `finish()` ends it
+    (with the image then present), `fail(reason)` fails it; `paused` and `stopped` show what the
+    consumer did."""
+
+    def __init__(self, engine: FakeProvisioner, image: str, on_progress: PullProgress) -> None:
+        self.engine = engine
+        self.image = image
+        self._on_progress = on_progress
+        self.paused = False
+        self.stopped = False
+        self.done: Deferred[None] = Deferred(lambda _: self.stopProducing())
+
+    def feed(self, *messages: dict[str, Any]) -> None:
+        for message in messages:
+            if not self.done.called:
+                self._on_progress(message)
+
+    def finish(self) -> None:
+        if not self.done.called:
+            self.engine.images.add(self.image)
+            self.done.callback(None)
+
+    def fail(self, reason: str) -> None:
+        if not self.done.called:
+            self.done.errback(ImagePullFailed(reason))
+
+    def pauseProducing(self) -> None:
+        self.paused = True
+
+    def resumeProducing(self) -> None:
+        self.paused = False
+
+    def stopProducing(self) -> None:
+        self.stopped = True
+        if not self.done.called:
+            self.done.errback(CancelledError("the image pull was given up"))
+
+
 @implementer(IContainerProvisioner)
 class FakeProvisioner:
     """An in-memory container engine, announcing what happens to followers of its events the
@@ -115,6 +159,9 @@ class FakeProvisioner:
     - `kill(container_id)`: as `docker kill` from outside.
     - `host_ports`: where fake host ports come from (default 40000, 40001, ...).
     - `clock`: where event and container times come from (default: the wall clock).
+    - `registry`: image -> the progress messages its pull reports; pulling an image not in it
+      fails as an unknown image does. `hold_pulls = True` leaves pulls running (see `pulls`)
+      for the test to feed and finish.
     """
 
     def __init__(
@@ -137,6 +184,10 @@ class FakeProvisioner:
         self._timed_out_sessions: set[str] = set()
         self._seconds: Callable[[], float] = clock.seconds if clock is not None else time.time
         self.memory = 16 * 2**30
+        self.cpus = 8
+        self.registry: dict[str, list[dict[str, Any]]] = {}
+        self.hold_pulls = False
+        self.pulls: list[FakeImagePull] = []
 
     # -- controls for tests ---------------------------------------------------------------
 
@@ -257,6 +308,32 @@ class FakeProvisioner:
         if self.engine_down:
             return self._down()
         return succeed(self.memory)
+
+    def image_present(self, image: str) -> Deferred[bool]:
+        if self.engine_down:
+            return self._down()
+        return succeed(image in self.images)
+
+    def pull_image(self, image: str, on_progress: PullProgress) -> IImagePull:
+        pull = FakeImagePull(self, image, on_progress)
+        self.pulls.append(pull)
+        if self.engine_down:
+            pull.done.errback(ContainerEngineUnavailable(_DOWN))
+        elif image not in self.registry:
+            pull.fail(f"pull access denied for {image}, repository does not exist")
+        elif not self.hold_pulls:
+            pull.feed(*self.registry[image])
+            pull.finish()
+        return pull
+
+    def engine_summary(self, instance: str) -> Deferred[EngineSummary]:
+        if self.engine_down:
+            return self._down()
+        mine = [c for c in self.containers.values() if c.spec.labels[LABEL_INSTANCE] == instance]
+        return succeed(EngineSummary(
+            version="fake-1.0", api_version="1.41", api_version_used="1.41", memory=self.memory, cpus=self.cpus,
+            containers_running=sum(1 for c in mine if c.status == "running"), containers_all=len(mine),
+        ))
 
     def follow_events(
         self,
