@@ -1,0 +1,38 @@
+"""POST /api/admin/reload/: read relay.ini again (see desktop_relay.reload); a bad file changes
+nothing and answers 422 with its one-line error."""
+
+from __future__ import annotations
+
+from klein import Klein
+from twisted.internet.defer import inlineCallbacks
+from twisted.python.failure import Failure
+from twisted.web.iweb import IRequest
+
+from ...config import ConfigError
+from ...reload import ConfigReloader
+from ..responses import Problem, json_response
+from ._answers import AdminCallers, error_response
+
+
+class ReloadAdmin:
+    """The reload, for admins with the right to change things."""
+
+    app = Klein()
+
+    def __init__(self, auth: AdminCallers, reloader: ConfigReloader) -> None:
+        self._auth = auth
+        self._reloader = reloader
+
+    @app.handle_errors(Exception)
+    def _error(self, request: IRequest, failure: Failure) -> bytes:
+        return error_response(request, failure)
+
+    @app.route("/", methods=["POST"])
+    @inlineCallbacks
+    def reload(self, request: IRequest):  # type: ignore[no-untyped-def]
+        caller = yield self._auth.writer(request)
+        try:
+            result = yield self._reloader.reload(caller.name, "admin-reload")
+        except ConfigError as e:
+            raise Problem(422, "invalid-configuration", "Configuration not reloaded", str(e)) from None
+        return json_response(request, result.as_json())
