@@ -10,9 +10,11 @@ from __future__ import annotations
 import itertools
 import time
 from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
 from typing import Any
 
 import attr
+from relay_harness import render_ini
 from twisted.internet.defer import CancelledError, Deferred, fail, succeed
 from twisted.internet.interfaces import IReactorTime
 from zope.interface import implementer
@@ -36,6 +38,7 @@ from desktop_relay.engine.interface import (
     ImagePullFailed,
     PullProgress,
 )
+from desktop_relay.web.responses import Problem
 
 # The demo image: the fake engine "has" it, like the real one after scripts/build-desktop-image.
 IMAGE = "desktop-relay/demo-desktop:latest"
@@ -400,3 +403,43 @@ class FakeProvisioner:
 
 
 _DOWN = "Docker engine unreachable at fake://engine: it is down"
+
+
+@attr.s(frozen=True, auto_attribs=True)
+class Caller:
+    """AdminCaller's fields."""
+
+    name: str
+    can_write: bool
+
+
+class TokenScopes:
+    """AdminAuth's interface: `Bearer write` may change things, `Bearer read` only look; no token
+    is someone who is not an admin (404), any other token a wrong one (401)."""
+
+    def caller(self, request: Any) -> Deferred[Caller]:
+        header = (request.getHeader(b"authorization") or b"").decode()
+        if not header:
+            return fail(Problem(404, "no-such-page", "Not Found"))
+        scope = header.removeprefix("Bearer ")
+        if scope not in ("read", "write"):
+            return fail(Problem(401, "invalid-token", "Invalid token"))
+        return succeed(Caller(f"token:{scope}", scope == "write"))
+
+    def writer(self, request: Any) -> Deferred[Caller]:
+        def may_write(caller: Caller) -> Caller:
+            if not caller.can_write:
+                raise Problem(403, "insufficient-scope", "Insufficient scope")
+            return caller
+
+        return self.caller(request).addCallback(may_write)
+
+
+def write_relay_ini(path: Path, desktops: dict[str, dict[str, str]], **sections: dict[str, str]) -> Path:
+    """A relay.ini with these desktops (everyone may start them, unless they say) and sections."""
+    config: dict[str, dict[str, str]] = {"relay": {"database": str(path.parent / "relay.sqlite3")}}
+    config.update(sections)
+    for name, values in desktops.items():
+        config[f"desktop:{name}"] = {"groups": "*", **values}
+    path.write_text(render_ini(config))
+    return path

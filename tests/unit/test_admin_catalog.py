@@ -11,8 +11,7 @@ from typing import Any
 import attr
 import pytest
 import pytest_twisted
-from fakes import IMAGE, FakeProvisioner
-from relay_harness import render_ini
+from fakes import IMAGE, FakeProvisioner, TokenScopes, write_relay_ini
 from treq.client import HTTPClient
 from twisted.internet import defer, task
 from twisted.internet.protocol import Protocol
@@ -28,7 +27,6 @@ from desktop_relay.store import QUEUED, READY, STARTING, DesktopSession, SQLiteS
 from desktop_relay.web.admin.desktops import DesktopsAdmin
 from desktop_relay.web.admin.engine import EngineAdmin
 from desktop_relay.web.admin.reload import ReloadAdmin
-from desktop_relay.web.responses import Problem
 
 MISSING = "desktop-relay/not-pulled:1"
 PROGRESS = [
@@ -37,43 +35,6 @@ PROGRESS = [
      "progressDetail": {"current": 1, "total": 3}},
     {"status": "Pull complete", "id": "abc"},
 ]
-
-
-@attr.s(frozen=True, auto_attribs=True)
-class Caller:
-    name: str
-    can_write: bool
-
-
-class TokenScopes:
-    """AdminAuth's interface: `Bearer write` may change things, `Bearer read` only look; no token
-    is someone who is not an admin (404), any other token a wrong one (401)."""
-
-    def caller(self, request: Any) -> defer.Deferred[Caller]:
-        header = (request.getHeader(b"authorization") or b"").decode()
-        if not header:
-            return defer.fail(Problem(404, "no-such-page", "Not Found"))
-        scope = header.removeprefix("Bearer ")
-        if scope not in ("read", "write"):
-            return defer.fail(Problem(401, "invalid-token", "Invalid token"))
-        return defer.succeed(Caller(f"token:{scope}", scope == "write"))
-
-    def writer(self, request: Any) -> defer.Deferred[Caller]:
-        def may_write(caller: Caller) -> Caller:
-            if not caller.can_write:
-                raise Problem(403, "insufficient-scope", "Insufficient scope")
-            return caller
-
-        return self.caller(request).addCallback(may_write)
-
-
-def relay_ini(path: Path, desktops: dict[str, dict[str, str]], **sections: dict[str, str]) -> Path:
-    config: dict[str, dict[str, str]] = {"relay": {"database": str(path.parent / "relay.sqlite3")}}
-    config.update(sections)
-    for name, values in desktops.items():
-        config[f"desktop:{name}"] = {"groups": "*", **values}
-    path.write_text(render_ini(config))
-    return path
 
 
 class Admin:
@@ -124,7 +85,7 @@ class Admin:
 
 @pytest_twisted.async_yield_fixture
 async def admin(store: SQLiteStore, tmp_path: Path) -> AsyncIterator[Admin]:
-    path = relay_ini(tmp_path / "relay.ini", {
+    path = write_relay_ini(tmp_path / "relay.ini", {
         "demo": {"image": IMAGE, "title": "Demo", "memory": "1g", "cpus": "2", "groups": "pupils 7b",
                  "max_sessions": "5", "idle_timeout": "30m"},
         "fresh": {"image": MISSING, "max_lifetime": "off"},
@@ -280,7 +241,7 @@ async def test_engine_summary_while_the_engine_is_down_still_describes_the_relay
 # -- reload -------------------------------------------------------------------------------
 
 def rewrite(admin: Admin, desktops: dict[str, dict[str, str]], **sections: dict[str, str]) -> None:
-    relay_ini(admin.config.source, desktops, **sections)
+    write_relay_ini(admin.config.source, desktops, **sections)
 
 
 @pytest_twisted.ensureDeferred
