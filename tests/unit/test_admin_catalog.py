@@ -212,6 +212,23 @@ async def test_a_pull_is_given_up_when_the_caller_goes_away(admin: Admin) -> Non
     assert ("token:write", "admin-pull", "fresh", f"{MISSING}: given up") in await admin.audit()
 
 
+@pytest_twisted.ensureDeferred
+async def test_a_second_pull_of_the_same_image_while_one_runs_is_refused(admin: Admin) -> None:
+    from twisted.internet import reactor
+
+    admin.engine.registry[MISSING] = PROGRESS
+    admin.engine.hold_pulls = True
+    first = admin.http.post(admin.url + "/desktops/fresh/pull", headers={"Authorization": "Bearer write"})
+    while not admin.engine.pulls:
+        await task.deferLater(reactor, 0.01, lambda: None)
+    code, body = await admin.json("POST", "/desktops/fresh/pull")
+    assert (code, body["type"]) == (409, "urn:desktop-relay:problem:pull-in-progress")
+    admin.engine.pulls[0].finish()
+    response = await first
+    assert json.loads((await response.content()).decode().splitlines()[-1])["status"] == "done"
+    assert len(admin.engine.pulls) == 1
+
+
 # -- engine -------------------------------------------------------------------------------
 
 @pytest_twisted.ensureDeferred

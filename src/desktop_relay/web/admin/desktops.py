@@ -68,6 +68,8 @@ class DesktopsAdmin:
         self._sessions = sessions
         self._store = store
         self._clock = clock
+        # Images being pulled now: a second pull of one would only hold another Docker thread.
+        self._pulling: set[str] = set()
 
     @app.handle_errors(Exception)
     def _error(self, request: IRequest, failure: Failure) -> bytes:
@@ -98,9 +100,21 @@ class DesktopsAdmin:
     def pull(self, request: Request, name: str):  # type: ignore[no-untyped-def]
         caller = yield self._auth.writer(request)
         desktop = self._desktop(name)
+        if desktop.image in self._pulling:
+            raise Problem(409, "pull-in-progress", "Pull in progress",
+                          f"The image {desktop.image} is being pulled already.")
+        self._pulling.add(desktop.image)
+        try:
+            yield self._pull(request, caller.name, desktop)
+        finally:
+            self._pulling.discard(desktop.image)
+        return b""
+
+    @inlineCallbacks
+    def _pull(self, request: Request, actor: str, desktop: DesktopType) -> Generator[Deferred[Any], Any, None]:
         lines = _ProgressLines(request)
-        self._log.info("{actor} pulls {image} for desktop {desktop}", actor=caller.name, image=desktop.image,
-                       desktop=name)
+        self._log.info("{actor} pulls {image} for desktop {desktop}", actor=actor, image=desktop.image,
+                       desktop=desktop.name)
         pulling = self._sessions.provisioner.pull_image(
             desktop.image, lambda message: lines.write({k: message[k] for k in _PROGRESS_FIELDS if k in message}),
         )
@@ -111,25 +125,24 @@ class DesktopsAdmin:
             yield pulling.done
         except CancelledError:
             self._log.info("pull of {image} given up: the caller went away", image=desktop.image)
-            yield self._audit(caller.name, desktop, "given up")
+            yield self._audit(actor, desktop, "given up")
             raise
         except ContainerEngineUnavailable as e:
             if not lines.started:
-                request.unregisterProducer()
+                _let_go(request)
                 raise  # nothing sent yet: a 503 problem says it best
-            yield self._ended(request, lines, caller.name, desktop, {"status": "failed", "error": str(e)})
+            yield self._ended(request, lines, actor, desktop, {"status": "failed", "error": str(e)})
         except ImagePullFailed as e:
             self._log.warn("pull of {image} failed: {reason}", image=desktop.image, reason=str(e))
-            yield self._ended(request, lines, caller.name, desktop, {"status": "failed", "error": str(e)})
+            yield self._ended(request, lines, actor, desktop, {"status": "failed", "error": str(e)})
         else:
-            self._log.info("pulled {image} for desktop {desktop}", image=desktop.image, desktop=name)
-            yield self._ended(request, lines, caller.name, desktop, {"status": "done"})
-        return b""
+            self._log.info("pulled {image} for desktop {desktop}", image=desktop.image, desktop=desktop.name)
+            yield self._ended(request, lines, actor, desktop, {"status": "done"})
 
     @inlineCallbacks
     def _ended(self, request: Request, lines: _ProgressLines, actor: str, desktop: DesktopType,
                last: dict[str, Any]) -> Generator[Deferred[Any], Any, None]:
-        request.unregisterProducer()
+        _let_go(request)
         lines.write({**last, "desktop": desktop.name, "image": desktop.image})
         yield self._audit(actor, desktop, last.get("error") or last["status"])
 
@@ -164,6 +177,12 @@ class DesktopsAdmin:
                 value = None
             present[image] = value
         return present
+
+
+def _let_go(request: Request) -> None:
+    """Unregister the pull from a request that may have lost its connection meanwhile."""
+    if request.channel is not None and request.producer is not None:
+        request.unregisterProducer()
 
 
 class _ProgressLines:
