@@ -125,3 +125,23 @@ async def test_the_admin_pull_streams_the_engines_progress_from_a_local_registry
     assert lines[-1] == {"status": "done", "desktop": "registry", "image": unpulled}
     after = json.loads(await (await http.get(admin_url + "/desktops/registry", headers=auth)).content())
     assert after["image_present"] is True
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_pull_given_up_after_its_first_message_lets_its_thread_go(
+    provisioner: DockerProvisioner, threadpool: ThreadPool, unpulled: str
+) -> None:
+    from twisted.internet import reactor
+    from twisted.internet.defer import CancelledError
+    from twisted.internet.task import deferLater
+
+    messages: list[Any] = []
+    pull = provisioner.pull_image(unpulled, lambda m: (messages.append(m), pull.stopProducing()))
+    with pytest.raises(CancelledError):
+        await pull.done
+    assert len(messages) == 1
+    for _ in range(200):
+        if not threadpool.working:
+            break
+        await deferLater(reactor, 0.05, lambda: None)
+    assert not threadpool.working

@@ -113,7 +113,7 @@ async def test_catalog_shows_desktops_as_configured_with_usage_and_image_presenc
     assert code == 200
     demo, fresh = body["items"]
     assert demo == {
-        "name": "demo", "title": "Demo", "description": "", "image": IMAGE, "image_present": True,
+        "name": "demo", "offered": True, "title": "Demo", "description": "", "image": IMAGE, "image_present": True,
         "limits": {"memory": "1g", "cpus": 2.0, "pids_limit": None, "shm_size": "512m", "idle_timeout": 1800.0,
                    "max_lifetime": 36000.0, "disconnect_grace": 900.0, "idle_warning": 300.0, "max_sessions": 5},
         "groups": ["7b", "pupils"], "users": [],
@@ -343,6 +343,9 @@ async def test_a_removed_desktop_cannot_be_started_but_its_running_session_keeps
     assert running is not None and running.state == READY
     timing = admin.sessions.timing_of(running)
     assert timing is not None and timing.idle_deadline is not None  # idle_timeout 30m still applies
+    items = (await admin.json("GET", "/desktops/"))[1]["items"]
+    assert [(d["name"], d["offered"], d["usage"]["running"]) for d in items] == [("fresh", True, 0), ("demo", False, 1)]
+    await admin.sessions.stop(running, "anna")
     assert [d["name"] for d in (await admin.json("GET", "/desktops/"))[1]["items"]] == ["fresh"]
 
 

@@ -134,6 +134,11 @@ class DesktopSessions:
         return self._desktops
 
     @property
+    def retired(self) -> Mapping[str, DesktopType]:
+        """Desktops a reload removed, kept for the sessions that may still run them."""
+        return self._retired
+
+    @property
     def limits(self) -> CapacityLimits:
         return self._limits
 

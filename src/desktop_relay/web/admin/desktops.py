@@ -27,10 +27,13 @@ from ._answers import AdminCallers, error_response
 _PROGRESS_FIELDS = ("status", "id", "progress", "progressDetail", "error")
 
 
-def desktop_view(desktop: DesktopType, usage: Mapping[str, int], image_present: bool | None) -> dict[str, Any]:
-    """One desktop as configured, with its live usage; image_present None: the engine is away."""
+def desktop_view(desktop: DesktopType, usage: Mapping[str, int], image_present: bool | None,
+                 offered: bool = True) -> dict[str, Any]:
+    """One desktop as configured, with its live usage; image_present None: the engine is away;
+    offered False: a reload removed it, and sessions of it still run."""
     return {
         "name": desktop.name,
+        "offered": offered,
         "title": desktop.title,
         "description": desktop.description,
         "image": desktop.image,
@@ -79,12 +82,13 @@ class DesktopsAdmin:
     @inlineCallbacks
     def catalog(self, request: IRequest):  # type: ignore[no-untyped-def]
         yield self._auth.caller(request)
-        desktops = list(self._sessions.desktops.values())
         usage = yield self._usage()
-        present = yield self._images_present({d.image for d in desktops})
+        desktops = list(self._sessions.desktops.values())
+        retired = [d for name, d in self._sessions.retired.items() if name in usage]
+        present = yield self._images_present({d.image for d in desktops + retired})
         return json_response(request, {"items": [
             desktop_view(d, usage.get(d.name, {}), present[d.image]) for d in desktops
-        ]})
+        ] + [desktop_view(d, usage[d.name], present[d.image], offered=False) for d in retired]})
 
     @app.route("/<name>", methods=["GET"])
     @inlineCallbacks
