@@ -3,7 +3,8 @@
 Owns the docker-py client (created lazily, API version negotiated, recreated after the engine
 went away), how a ContainerSpec becomes a container (labels, limits, loopback-only port), and
 how engine failures become ContainerEngineUnavailable, ContainerEngineTimedOut or
-ContainerStartFailed. The event stream is docker_events.py's, the clean-up after a start the
+ContainerStartFailed, and image pulls (DockerImagePull: a streaming pull in a worker, paused and
+stopped from the reactor). The event stream is docker_events.py's, the clean-up after a start the
 engine did not answer in time docker_sweeper.py's, the translation of engine data
 _docker_common.py's. Nothing here runs on the reactor thread except logging, timers and the
 Deferred plumbing.
