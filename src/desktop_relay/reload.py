@@ -182,7 +182,8 @@ class ConfigReloader:
 
 class SighupReload(Service):
     """SIGHUP reloads relay.ini, as for most daemons; the handler only schedules the reload on
-    the reactor, which is all a signal handler may safely do."""
+    the reactor, which is all a signal handler may safely do. Installed as the relay starts (the
+    default action would end the process); reloads once `accepting`, when the relay is ready."""
 
     _log = Logger()
 
@@ -190,6 +191,7 @@ class SighupReload(Service):
         self._reloader = reloader
         self._reactor = reactor
         self._previous: Any = None
+        self.accepting = False
 
     def startService(self) -> None:
         super().startService()
@@ -202,7 +204,10 @@ class SighupReload(Service):
     def _signalled(self, signum: int, frame: FrameType | None) -> None:
         self._reactor.callFromThread(self._reload)
 
-    def _reload(self) -> Deferred[None]:
+    def _reload(self) -> Deferred[None] | None:
+        if not self.accepting:
+            self._log.warn("SIGHUP before the relay is ready: ignored; send it again once it is")
+            return None
         self._log.info("SIGHUP: reloading {source}", source=str(self._reloader.config.source))
         d = self._reloader.reload("relay", "reload")
         d.addErrback(lambda f: f.trap(ConfigError))  # logged by the reloader, in one line

@@ -130,6 +130,7 @@ class RelayService(MultiService):
         # relay.ini again on SIGHUP or POST /api/admin/reload: desktops and session limits.
         self.reloader = ConfigReloader(config, self.sessions, self.store, reactor)
         self._sighup = SighupReload(self.reloader, reactor)
+        self._sighup.setServiceParent(self)
         web = RelayWeb(
             guard=guard,
             roles=Roles(config.admin_groups, config.teacher_groups),
@@ -179,7 +180,7 @@ class RelayService(MultiService):
                                problem=e.detail)
         self.lifecycle.setServiceParent(self)
         self._purger.setServiceParent(self)
-        self._sighup.setServiceParent(self)
+        self._sighup.accepting = True
         try:
             self._listener.setServiceParent(self)
         except Exception:  # noqa: BLE001 - a relay that cannot listen must not pretend to run

@@ -372,6 +372,7 @@ async def test_sighup_only_schedules_the_reload_on_the_reactor(admin: Admin) -> 
 
     rewrite(admin, {"demo": {"image": IMAGE}, "extra": {"image": IMAGE}})
     hup = SighupReload(admin.reloader, Reactor())
+    hup.accepting = True
     hup._signalled(1, None)
     assert "extra" not in admin.sessions.desktops
     (f, args), = scheduled
@@ -379,3 +380,9 @@ async def test_sighup_only_schedules_the_reload_on_the_reactor(admin: Admin) -> 
     assert "extra" in admin.sessions.desktops
     (actor, action, _, _), *_ = await admin.audit()
     assert (actor, action) == ("relay", "reload")
+
+
+def test_sighup_before_the_relay_is_ready_is_ignored_with_a_warning(admin: Admin) -> None:
+    rewrite(admin, {"demo": {"image": IMAGE}, "extra": {"image": IMAGE}})
+    assert SighupReload(admin.reloader, None)._reload() is None  # type: ignore[arg-type]
+    assert "extra" not in admin.sessions.desktops
