@@ -42,8 +42,9 @@ def add_problem_handlers(app: Klein) -> None:
     def engine_down(self: Any, request: IRequest, failure: Any) -> bytes:
         _log.warn("{method} {path}: {problem}", method=request.method.decode("latin-1"),
                   path=request.path.decode("utf-8", "replace"), problem=str(failure.value))
+        # Admins are told the engine's own words (pupils, in the user API, are not).
         answer = Problem(503, "container-engine-unavailable", "Container engine unavailable",
-                         "The server cannot reach its container engine. Try again in a minute.")
+                         f"The server cannot reach its container engine: {failure.value}")
         answer.headers[b"Retry-After"] = b"30"
         return problem_response(request, answer)
 
