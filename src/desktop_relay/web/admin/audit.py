@@ -7,14 +7,11 @@ the trail is itself audited (admin-export): it hands out who signed in from wher
 
 from __future__ import annotations
 
-import base64
-import binascii
 import csv
 import io
-import json
 from collections.abc import Collection, Generator, Mapping
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any
 
 from klein import Klein
 from twisted.internet.defer import Deferred, inlineCallbacks, succeed
@@ -22,50 +19,21 @@ from twisted.internet.interfaces import IPushProducer, IReactorTime
 from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource
 from twisted.web.server import Request
-from werkzeug.exceptions import HTTPException
 from zope.interface import implementer
 
 from ...store import AuditFilter, SQLiteStore
-from ..responses import (
-    Problem,
-    json_response,
-    problem_response,
-    routing_problem_response,
-    unexpected_error_response,
-)
+from ..responses import Problem, json_response
+from . import add_problem_handlers
+from .auth import AdminAuth
+from .paging import PAGING_PARAMETERS, page, page_request, query_parameters, time_parameter
 
 FILTERS = ("actor", "target", "action", "since", "until")
-DEFAULT_LIMIT = 100
-MAX_LIMIT = 500
 # Lines read from the store per CSV chunk: memory stays bounded however long the trail is.
 CSV_CHUNK = 1000
 CSV_COLUMNS = ("id", "at", "actor", "action", "target", "address", "detail")
 # A spreadsheet runs a cell starting with one of these as a formula; names tried at sign-in are
 # anyone's text, so such cells get a leading apostrophe (OWASP's advice for CSV injection).
 _FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
-
-
-class CallerCheck(Protocol):
-    """What AuditAdmin needs of AdminAuth (web/admin/auth.py)."""
-
-    def caller(self, request: IRequest) -> Deferred[Any]: ...
-
-
-def _add_problem_handlers(app: Klein) -> None:
-    """Problems as themselves, routing errors as 404/405 problems, bugs as a logged 500."""
-
-    def problem(self: Any, request: IRequest, failure: Any) -> bytes:
-        return problem_response(request, failure.value)
-
-    def routing(self: Any, request: IRequest, failure: Any) -> bytes:
-        return routing_problem_response(request, failure.value)
-
-    def unexpected(self: Any, request: IRequest, failure: Any) -> bytes:
-        return unexpected_error_response(request, failure)
-
-    app.handle_errors(Problem)(problem)
-    app.handle_errors(HTTPException)(routing)
-    app.handle_errors(Exception)(unexpected)
 
 
 def line_view(line: Mapping[str, Any]) -> dict[str, Any]:
@@ -79,10 +47,10 @@ class AuditAdmin:
 
     app = Klein()
     csv_app = Klein()
-    _add_problem_handlers(app)
-    _add_problem_handlers(csv_app)
+    add_problem_handlers(app)
+    add_problem_handlers(csv_app)
 
-    def __init__(self, store: SQLiteStore, auth: CallerCheck, clock: IReactorTime) -> None:
+    def __init__(self, store: SQLiteStore, auth: AdminAuth, clock: IReactorTime) -> None:
         self._store = store
         self._auth = auth
         self._clock = clock
@@ -96,20 +64,20 @@ class AuditAdmin:
     def list_lines(self, request: IRequest) -> Generator[Deferred[Any], Any, bytes]:
         yield self._auth.caller(request)
         parameters = query_parameters(request, FILTERS)
-        where = audit_filter(parameters)
-        limit = page_limit(parameters)
-        found = yield self._store.audit_trail(limit + 1, where)
-        shown = found[:limit]
-        return json_response(request, {
-            "items": [line_view(line) for line in shown],
-            "next_cursor": encode_cursor([shown[-1]["id"]]) if len(found) > limit else None,
-        })
+        asked = page_request(parameters, (int,))
+        where = audit_filter(parameters, None if asked.after is None else asked.after[0])
+        found = yield self._store.audit_trail(asked.limit + 1, where)
+        return json_response(request, page(found, asked.limit, key=lambda line: (line["id"],), view=line_view))
 
     @csv_app.route("/", methods=["GET"])
     @inlineCallbacks
     def export_csv(self, request: Request) -> Generator[Deferred[Any], Any, bytes]:
         caller = yield self._auth.caller(request)
-        parameters = query_parameters(request, FILTERS, paging=False)
+        parameters = query_parameters(request, FILTERS)
+        for name in PAGING_PARAMETERS:
+            if name in parameters:  # one file, all of it: no pages
+                raise Problem(400, "unknown-parameter", "Unknown parameter",
+                              f"{name!r} is not a parameter of the CSV export.", parameter=name)
         where = audit_filter(parameters)
         query = (request.uri.partition(b"?")[2]).decode("utf-8", "replace")
         yield self._store.audit(self._clock.seconds(), caller.name, "admin-export", "audit", query)
@@ -184,85 +152,13 @@ def _cell(text: str) -> str:
     return "'" + text if text.startswith(_FORMULA_STARTS) else text
 
 
-# -- query parameters and cursors (as web/admin/paging.py; see issue8-plan.md) --------------
-
-
-def invalid_parameter(name: str, detail: str) -> Problem:
-    """400 for a parameter whose value cannot be used; the detail says what it must be."""
-    return Problem(400, "invalid-parameter", "Invalid parameter", detail, parameter=name)
-
-
-def query_parameters(request: IRequest, allowed: Collection[str], paging: bool = True) -> dict[str, str]:
-    """The query parameters by name, each given once; 400 unknown-parameter for any other name."""
-    known = (*allowed, "limit", "cursor") if paging else tuple(allowed)
-    parameters: dict[str, str] = {}
-    for raw_name, values in (request.args or {}).items():
-        name = raw_name.decode("utf-8", "replace")
-        if name not in known:
-            raise Problem(400, "unknown-parameter", "Unknown parameter",
-                          f"{name!r} is not a parameter of this list.", parameter=name)
-        if len(values) != 1:
-            raise invalid_parameter(name, f"{name} may be given once.")
-        try:
-            parameters[name] = values[0].decode("utf-8")
-        except UnicodeDecodeError:
-            raise invalid_parameter(name, f"{name} is not UTF-8 text.") from None
-    return parameters
-
-
-def time_parameter(parameters: Mapping[str, str], name: str) -> float | None:
-    """A point in time as epoch seconds (1764582000) or ISO 8601 with a zone (2026-12-01T10:00:00Z)."""
-    text = parameters.get(name)
-    if text is None:
-        return None
-    try:
-        if text.replace(".", "", 1).isdigit():
-            return float(text)
-        moment = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
-        if moment.tzinfo is None:
-            raise ValueError("no time zone")
-        return moment.timestamp()
-    except ValueError:
-        raise invalid_parameter(
-            name, f"{name} must be epoch seconds or an ISO 8601 time with a zone, such as 2026-12-01T10:00:00Z."
-        ) from None
-
-
-def page_limit(parameters: Mapping[str, str]) -> int:
-    """?limit=: 1..500, default 100; 400 invalid-parameter otherwise."""
-    text = parameters.get("limit")
-    if text is None:
-        return DEFAULT_LIMIT
-    if not (text.isascii() and text.isdigit() and 1 <= int(text) <= MAX_LIMIT):
-        raise invalid_parameter("limit", f"limit must be a whole number from 1 to {MAX_LIMIT}.")
-    return int(text)
-
-
-def encode_cursor(key: list[Any]) -> str:
-    """The cursor that continues after an item with this sort key: base64url JSON."""
-    return base64.urlsafe_b64encode(json.dumps(key, separators=(",", ":")).encode()).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str) -> int:
-    """The audit line id in a cursor; 400 invalid-cursor unless it is one of ours."""
-    try:
-        key = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode("utf-8"))
-    except (ValueError, binascii.Error, UnicodeDecodeError):
-        key = None
-    if not (isinstance(key, list) and len(key) == 1 and type(key[0]) is int and key[0] > 0):
-        raise Problem(400, "invalid-cursor", "Invalid cursor",
-                      "The cursor is not one this list gave out; start again without it.")
-    return key[0]
-
-
-def audit_filter(parameters: Mapping[str, str]) -> AuditFilter:
-    """The store's filter for these parameters (the cursor included, if any)."""
-    cursor = parameters.get("cursor")
+def audit_filter(parameters: Mapping[str, str], before_id: int | None = None) -> AuditFilter:
+    """The store's filter for these parameters, older than the line before_id if given."""
     return AuditFilter(
         actor=parameters.get("actor"),
         target=parameters.get("target"),
         action=parameters.get("action"),
         since=time_parameter(parameters, "since"),
         until=time_parameter(parameters, "until"),
-        before_id=None if cursor is None else decode_cursor(cursor),
+        before_id=before_id,
     )
