@@ -4,13 +4,20 @@ as the trusted proxy forwarded it; and the bad inputs answered as problems, the 
 
 from __future__ import annotations
 
+import csv
+import io
 import sqlite3
+import subprocess
+import sys
 import time
 from typing import Any
 
+import pytest
 import requests
-from relay_harness import PASSWORD, RelayProcess, vnc_handshake
+from relay_harness import PASSWORD, RelayProcess, subprocess_env, vnc_handshake
 from websockets.sync.client import connect
+
+pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
 PUPIL_ADDRESS = "203.0.113.5"
 OTHER_ADDRESS = "198.51.100.23"
@@ -20,6 +27,15 @@ def trail(relay: RelayProcess) -> list[dict[str, Any]]:
     with sqlite3.connect(relay.directory / "var" / "relay.sqlite3") as db:
         db.row_factory = sqlite3.Row
         return [dict(row) for row in db.execute("SELECT * FROM audit ORDER BY id")]
+
+
+def read_token(relay: RelayProcess) -> str:
+    made = subprocess.run(
+        [sys.executable, "-m", "desktop_relay.admin", "token", "create", "auditor", "--scope", "read",
+         "--config", str(relay.config_path)],
+        capture_output=True, text=True, env=subprocess_env(), timeout=60, check=True,
+    )
+    return made.stdout.strip()
 
 
 def test_sign_ins_starts_and_desktop_connections_are_audited_with_addresses(relay_factory: Any) -> None:
@@ -54,6 +70,19 @@ def test_sign_ins_starts_and_desktop_connections_are_audited_with_addresses(rela
     assert details[4].startswith("browser_code=1000 container_code=") and "bytes_to_browser=" in details[4]
     assert int(details[4].split("bytes_to_browser=")[1].split()[0]) > 0
     assert "audit trail: 0 line(s) older than 180 days deleted" in relay.log()
+
+    # The same lines through the admin API, as a page and as the CSV file.
+    headers = {"Authorization": f"Bearer {read_token(relay)}"}
+    listed = requests.get(f"{relay.url}/api/admin/audit?target={sid}&limit=2", headers=headers, timeout=30)
+    assert listed.status_code == 200 and [i["action"] for i in listed.json()["items"]] == ["disconnect", "connect"]
+    rest = requests.get(f"{relay.url}/api/admin/audit?target={sid}&cursor={listed.json()['next_cursor']}",
+                        headers=headers, timeout=30).json()
+    assert [i["action"] for i in rest["items"]] == ["start"] and rest["next_cursor"] is None
+    exported = requests.get(f"{relay.url}/api/admin/audit.csv?actor=alice", headers=headers, timeout=30)
+    assert exported.status_code == 200 and exported.headers["Content-Disposition"].startswith("attachment")
+    rows = list(csv.reader(io.StringIO(exported.text)))
+    assert [row[3] for row in rows[1:]] == ["disconnect", "connect", "start", "sign-in", "sign-in-failed"]
+    assert alice.get("/api/admin/audit").status_code == 404
 
 
 def test_bad_input_gets_problems_and_the_log_no_traceback(relay: RelayProcess) -> None:
