@@ -241,3 +241,10 @@ def test_a_paused_transport_holds_the_next_csv_chunk_back_until_it_resumes() -> 
     waiting = pacer.resumed()
     pacer.stopProducing()
     assert waiting.called and pacer.stopped
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_deeply_nested_cursor_is_an_invalid_cursor_not_a_500(served: Served) -> None:
+    cursor = base64.urlsafe_b64encode(b"[" * 5000 + b"]" * 5000).decode().rstrip("=")
+    status, _, raw = await served.get("/audit/?cursor=" + cursor)
+    assert status == 400 and json.loads(raw)["type"].endswith("invalid-cursor")
