@@ -124,10 +124,12 @@ class RelayMetrics:
         """A bridge began (its upgrade was authorised)."""
         self._bridges_open.inc()
 
-    def bridge_gone(self, browser_code: int | None) -> None:
-        """A bridge ended; `browser_code` is its browser connection's close code (None: none)."""
+    def bridge_gone(self, browser_code: int | None, *, opened: bool = True) -> None:
+        """A bridge ended; `browser_code` is its browser connection's close code (None: none).
+        One that never opened (its upgrade was refused) is not counted as a close."""
         self._bridges_open.dec()
-        self._bridge_closes.labels("none" if browser_code is None else str(browser_code)).inc()
+        if opened:
+            self._bridge_closes.labels("none" if browser_code is None else str(browser_code)).inc()
 
     def bytes_relayed(self, to_browser: int, to_container: int) -> None:
         """Bytes relayed since the bridges were last counted."""

@@ -408,6 +408,22 @@ async def test_container_refusing_means_502_for_the_browser_not_101(relay_maker,
 
 
 @pytest_twisted.ensureDeferred
+async def test_an_upgrade_refused_for_its_container_leaves_no_open_bridge_in_the_metrics(relay_maker):
+    metrics = RelayMetrics()
+    relay = await relay_maker(listen=False, metrics=metrics)
+    browser = await relay.browser(expect_open=False)
+    await browser.closed
+    assert browser.status == 502
+    for _ in range(20):
+        if metrics.registry.get_sample_value("desktop_relay_bridges_open") == 0:
+            break
+        await _sleep(0.05)
+    assert metrics.registry.get_sample_value("desktop_relay_bridges_open") == 0
+    # A refusal is an HTTP answer, not a bridge that closed.
+    assert [s for m in metrics.registry.collect() for s in m.samples if s.name.endswith("closes_total")] == []
+
+
+@pytest_twisted.ensureDeferred
 async def test_container_not_listening_means_502(relay_maker):
     relay = await relay_maker(listen=False)
     browser = await relay.browser(expect_open=False)

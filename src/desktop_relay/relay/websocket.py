@@ -376,6 +376,7 @@ class DesktopBridgeProtocol(_LeanTransportMixin, WebSocketServerProtocol):  # ty
         # How much of those the metrics have been told (see DesktopBridgeFactory.count_bytes).
         self.counted_to_browser = 0
         self.counted_to_container = 0
+        self._opened = False
         self._close_codes: dict[str, int | None] = {}
         self._unexplained: IDelayedCall | None = None
         self._input = InputClassifier()
@@ -468,6 +469,7 @@ class DesktopBridgeProtocol(_LeanTransportMixin, WebSocketServerProtocol):  # ty
         target = self.target
         assert container is not None and target is not None
         _forget_handshake(self)
+        self._opened = True
         try:
             self._couple(container)
             pending, self._pending = self._pending, []
@@ -658,7 +660,7 @@ class DesktopBridgeProtocol(_LeanTransportMixin, WebSocketServerProtocol):  # ty
     def _maybe_gone(self) -> None:
         if not (self._browser_gone and self._container_gone) or self.target is None:
             return
-        self.factory._unregister(self, self._close_codes.get("browser"))
+        self.factory._unregister(self, self._close_codes.get("browser"), self._opened)
         self._log.info(
             "bridge closed {session} for {user}: browser code {browser_code}, container code "
             "{container_code}; {to_browser} bytes to the browser, {to_container} to the container",
@@ -805,7 +807,7 @@ class DesktopBridgeFactory(WebSocketServerFactory):
         self._bridges.setdefault(bridge.target.session_id, set()).add(bridge)
         self._metrics.bridge_registered()
 
-    def _unregister(self, bridge: DesktopBridgeProtocol, browser_code: int | None) -> None:
+    def _unregister(self, bridge: DesktopBridgeProtocol, browser_code: int | None, opened: bool) -> None:
         assert bridge.target is not None
         bridges = self._bridges.get(bridge.target.session_id)
         if bridges is None or bridge not in bridges:
@@ -814,7 +816,7 @@ class DesktopBridgeFactory(WebSocketServerFactory):
         if not bridges:
             del self._bridges[bridge.target.session_id]
         self._metrics.bytes_relayed(*_uncounted(bridge))
-        self._metrics.bridge_gone(browser_code)
+        self._metrics.bridge_gone(browser_code, opened=opened)
 
     # -- public -------------------------------------------------------------------------
 
