@@ -33,6 +33,9 @@ from .relay.client_cache import ClientFileCache
 from .relay.websocket import CLOSE_GOING_AWAY, CLOSE_SESSION_STOPPED, DesktopBridgeFactory
 from .store import SQLiteStore
 from .web.access import DesktopAccess
+from .web.admin import AdminAPI, AdminAuth
+from .web.admin.sessions import SessionsAdmin
+from .web.admin.users import UsersAdmin
 from .web.api import UserAPI
 from .web.app import RelayWeb
 from .web.guard import RequestGuard
@@ -132,6 +135,11 @@ class RelayService(MultiService):
             metrics=self.metrics,
         )
         self.access = DesktopAccess(self.store, self.sessions, guard)
+        admin_auth = AdminAuth(self.store, guard, reactor)
+        admin = AdminAPI(admin_auth, {
+            "sessions": SessionsAdmin(admin_auth, self.store, self.sessions, self.bridges).app.resource(),
+            "users": UsersAdmin(admin_auth, self.store, self.sessions, self.bridges).app.resource(),
+        })
         web = RelayWeb(
             guard=guard,
             roles=Roles(config.admin_groups, config.teacher_groups),
@@ -147,6 +155,7 @@ class RelayService(MultiService):
             sessions=self.sessions,
             store=self.store,
             metrics=self.metrics,
+            admin=admin,
         )
         site = Site(web.app.resource())
         site.displayTracebacks = False
