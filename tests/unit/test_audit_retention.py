@@ -26,8 +26,9 @@ def service(store: SQLiteStore, clock: task.Clock, keep: float | None) -> Lifecy
         clock=clock, desktops={"demo": desktop("demo")}, instance="test", max_per_user=2,
         start_timeout=5, stop_timeout=1,
     )
-    return LifecycleService(sessions, store, clock, check_interval=5, reconcile_interval=30,
-                            activity_write_interval=5, memory_budget_auto=False, audit_keep=keep)
+    # The other loops wait longer than the tests advance the clock: only the purge runs.
+    return LifecycleService(sessions, store, clock, check_interval=10 * DAY, reconcile_interval=10 * DAY,
+                            activity_write_interval=10 * DAY, memory_budget_auto=False, audit_keep=keep)
 
 
 async def trail_ats(store: SQLiteStore) -> list[float]:

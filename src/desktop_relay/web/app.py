@@ -36,6 +36,7 @@ from ..auth.roles import Roles
 from ..auth.throttle import LoginThrottle
 from ..lifecycle import DesktopSessions
 from ..lifecycle.reasons import SIGNED_OUT
+from ..metrics import RelayMetrics
 from ..relay.assets import AssetRelay
 from ..relay.websocket import CLOSE_SIGNED_OUT, DesktopBridgeFactory
 from ..store import SeenUser, SQLiteStore, WebSession
@@ -53,7 +54,7 @@ from .responses import (
     unexpected_error_response,
 )
 
-# How the sign-in methods are named in the log and (as the key) in the audit trail.
+# How the sign-in methods are named in the log; the key is their name in the audit and the metrics.
 _METHOD_WORDS = {"local": "a local account", "oidc": "OpenID Connect", "header": "trusted headers"}
 # The audit's actor for a failed sign-in that named no one (OpenID Connect, trusted headers).
 UNKNOWN_ACTOR = "unknown"
@@ -127,6 +128,7 @@ class RelayWeb:
         bridges: DesktopBridgeFactory,
         sessions: DesktopSessions,
         store: SQLiteStore,
+        metrics: RelayMetrics | None = None,
         admin: AdminAPI | None = None,
     ) -> None:
         if (authenticator, oidc, headers).count(None) != 2:
@@ -147,6 +149,7 @@ class RelayWeb:
         self._bridges = bridges
         self._sessions = sessions
         self._store = store
+        self._metrics = metrics or RelayMetrics()
         self._websocket = WebSocketResource(bridges)
         self._static = File(str(files("desktop_relay.web").joinpath("static")))
 
@@ -200,6 +203,7 @@ class RelayWeb:
             identity = self._headers.identity(request)
             if identity is None:
                 yield self._audit_failure(request, UNKNOWN_ACTOR, "no-identity-headers")
+                self._metrics.sign_in("header", "failed")
                 return render_page(
                     request, "signin-error.html", 401, title="Not signed in",
                     message="Your sign-in did not reach this service. Please open it through the "
@@ -244,6 +248,7 @@ class RelayWeb:
 
     @inlineCallbacks
     def _sign_in_failed(self, request: IRequest, failure: SignInFailed):  # type: ignore[no-untyped-def]
+        self._metrics.sign_in("oidc", "failed")
         self._log.warn(
             "sign-in from {address} failed: {kind}: {detail}",
             address=self._guard.client_address(request), kind=type(failure).__name__, detail=failure.detail,
@@ -259,6 +264,7 @@ class RelayWeb:
         # Groups, and so the role, are taken afresh at every sign-in.
         identity = self._roles.assign(identity)
         yield self._guard.sessions.begin(request, identity)
+        self._metrics.sign_in(method, "ok")
         now = self._sessions.now()
         # For the admin API: who has used the relay, and their groups (stop-by-group goes by them).
         yield self._store.user_signed_in(
@@ -295,12 +301,14 @@ class RelayWeb:
         if wait > 0:
             self._log.warn("login for {user} from {address} throttled", user=username, address=address)
             yield self._audit_failure(request, username, "throttled", address)
+            self._metrics.sign_in("local", "throttled")
             request.setHeader(b"Retry-After", str(int(wait) + 1).encode())
             return render_page(request, "login.html", 429, next=target, username=username,
                                message=f"Too many failed attempts. Try again in {int(wait) + 1} seconds.")
         identity = yield self._authenticator.authenticate(username, password)
         if identity is None:
             self._throttle.failed(username, address)
+            self._metrics.sign_in("local", "failed")
             self._log.info("failed login for {user} from {address}", user=username, address=address)
             yield self._audit_failure(request, username, "wrong-password", address)
             return render_page(request, "login.html", 401, next=target, username=username,
