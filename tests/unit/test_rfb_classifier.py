@@ -224,7 +224,7 @@ def test_a_parser_bug_counts_as_input_instead_of_reaching_the_desktop(monkeypatc
         raise IndexError("bug")
 
     monkeypatch.setattr(InputClassifier, "_message", broken)
-    assert classifier.feed(FBUR)
+    assert classifier.feed(b"\x05\x00\x00\x10\x00\x10")
     assert "classifier error" in classifier.gave_up
     assert classifier.feed(FBUR)
 
@@ -253,6 +253,21 @@ def test_stream_that_stops_mid_handshake_or_mid_message_just_waits():
         classifier = InputClassifier()
         assert classifier.feed(stream) is False
         assert classifier.gave_up is None
+
+
+def test_piece_that_looks_like_a_whole_message_but_continues_one_is_read_as_the_continuation():
+    # The body of a plain cut text (a paste: input) that starts like an update request.
+    classifier = started()
+    assert classifier.feed(b"\x06\x00\x00\x00" + struct.pack(">i", 10)) is False
+    assert classifier.feed(FBUR) is True
+    # The rest of a SetEncodings header (0x0401 encodings) and its first ones, starting like a
+    # KeyEvent.
+    classifier = started()
+    assert classifier.feed(b"\x02\x00") is False
+    assert classifier.feed(KEY_A_DOWN[:2] + bytes(6)) is False
+    assert classifier.feed(bytes(4 + 4 * 0x0401 - 10)) is False
+    assert classifier.feed(KEY_A_DOWN) is True
+    assert classifier.gave_up is None
 
 
 def test_large_cut_text_in_many_pieces_counts_once_at_its_end():

@@ -116,6 +116,7 @@ class InputClassifier:
         "_entries",
         "_gave_up",
         "_kasm",
+        "_between_messages",
         "_need",
         "_pointer",
         "_seen",
@@ -129,6 +130,9 @@ class InputClassifier:
     def __init__(self) -> None:
         self._state = _VERSION
         self._gave_up: str | None = None
+        # At a message boundary with nothing pending: where a whole message in one piece can
+        # be classified without the general parser.
+        self._between_messages = False
         # The start of a unit (handshake step or message) whose deciding bytes have not all
         # arrived, and how many bytes of it are needed to decide.
         self._tail = bytearray()
@@ -153,11 +157,19 @@ class InputClassifier:
         """Stop classifying: the caller saw traffic this parser cannot follow."""
         if self._gave_up is None:
             self._gave_up = reason
+            self._between_messages = False
             self._tail = bytearray()
 
     def feed(self, data: bytes) -> bool:
         """Take the next piece of the stream; True if it completed at least one input message
         (always True once classifying stopped, including for the piece that stopped it)."""
+        if self._between_messages and data:
+            # Web clients send one message per WebSocket message: an idle one, an update
+            # request or a fence answer at a time, which this decides in a dictionary look-up.
+            fixed = _FIXED.get(data[0])
+            if fixed is not None and fixed[0] == len(data):
+                self._seen += fixed[0]
+                return fixed[1]
         if self._gave_up is not None:
             return True
         try:
@@ -213,6 +225,7 @@ class InputClassifier:
                 self._skip_input = self._unit_input
                 break
         self._seen += end
+        self._between_messages = self._state == _MESSAGES and not self._skip and not tail
         return found
 
     def _unit(self, buf: bytes | bytearray, pos: int, avail: int, at: int) -> int:
