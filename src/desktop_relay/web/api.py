@@ -25,6 +25,7 @@ from ..lifecycle import (
 )
 from ..store import QUEUED, READY, STARTING, DesktopSession, SQLiteStore
 from .guard import RequestGuard, identity_of
+from .openapi import user_document
 from .responses import (
     Problem,
     json_response,
@@ -116,6 +117,11 @@ class UserAPI:
     @app.handle_errors(Exception)
     def _unexpected(self, request: IRequest, failure: Any) -> bytes:
         return unexpected_error_response(request, failure)
+
+    @app.route("/openapi.json", methods=["GET"])
+    def openapi(self, request: IRequest) -> bytes:
+        """This API's OpenAPI document; public, as it describes and reveals no data."""
+        return json_response(request, user_document())
 
     @app.route("/me", methods=["GET"])
     @inlineCallbacks
