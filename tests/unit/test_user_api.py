@@ -219,3 +219,20 @@ async def test_wait_change_holds_until_the_session_changes_whatever_way_since_is
     assert status == 200 and changed["state"] == "stopped" and changed["now"] >= changed["updated"]
     status, _, problem = await api.get(f"/sessions/{started['id']}?wait=change&since=yesterday")
     assert status == 400 and problem["type"].endswith("invalid-parameter")
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_browser_leaving_a_long_poll_is_forgotten_without_errors(api: API) -> None:
+    from twisted.internet import reactor
+    from twisted.internet.task import deferLater
+
+    await api.sign_in()
+    _, _, started = await api.post("/sessions", {"desktop": "demo"})
+    await api.settle()
+    waiting = api.http.get(f"{api.url}/sessions/{started['id']}?wait=change", headers={"Cookie": api.cookie})
+    await deferLater(reactor, 0.2, lambda: None)
+    assert api.sessions.watch.session_ids() == [started["id"]]
+    waiting.cancel()
+    await deferLater(reactor, 0.2, lambda: None)
+    assert api.sessions.watch.session_ids() == []
+    waiting.addErrback(lambda f: None)
