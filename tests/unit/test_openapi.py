@@ -4,7 +4,9 @@ else is served."""
 
 from __future__ import annotations
 
+import importlib
 import json
+import pkgutil
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,6 +16,7 @@ import pytest
 from klein import Klein
 from openapi_spec_validator import validate
 
+import desktop_relay.service
 from desktop_relay.web import openapi
 from desktop_relay.web.api import UserAPI
 from desktop_relay.web.openapi import PLANNED, admin_document, packaged_document, user_document
@@ -34,9 +37,29 @@ def klein_routes(app: Klein, prefix: str) -> Iterator[tuple[str, str]]:
                 yield path, method.lower()
 
 
+def admin_groups() -> dict[str, type]:
+    """The admin API's groups as service.py mounts them ({"sessions": SessionsAdmin(...), ...}),
+    each name with its Klein class from the modules of desktop_relay.web.admin."""
+    try:
+        package = importlib.import_module("desktop_relay.web.admin")
+    except ImportError:
+        return {}
+    classes = {}
+    for found in pkgutil.iter_modules(package.__path__):
+        module = importlib.import_module(f"{package.__name__}.{found.name}")
+        classes.update({name: value for name, value in vars(module).items()
+                        if isinstance(value, type) and isinstance(getattr(value, "app", None), Klein)})
+    wiring = Path(desktop_relay.service.__file__).read_text()
+    return {name: classes[cls] for name, cls in re.findall(r'"([a-z][a-z0-9.-]*)": (\w+)\(', wiring) if cls in classes}
+
+
 def routes() -> set[tuple[str, str]]:
-    """Every route under /api/ that the relay has."""
-    return set(klein_routes(UserAPI.app, "/api"))
+    """Every route under /api/ that the relay has: the user API's and each admin group's."""
+    found = set(klein_routes(UserAPI.app, "/api"))
+    for name, group in admin_groups().items():
+        # A group's "/" is its mount point itself, /api/admin/<name> (with or without the slash).
+        found.update((path.removesuffix("/"), method) for path, method in klein_routes(group.app, f"/api/admin/{name}"))
+    return found
 
 
 def documented(document: dict[str, Any]) -> set[tuple[str, str]]:
@@ -55,8 +78,10 @@ def references(node: Any) -> Iterator[str]:
 
 
 def problem_catalogue() -> dict[str, int]:
-    """Every problem type the document lists, with its status."""
-    return {entry["const"]: entry["x-status"] for entry in packaged_document()["components"]["schemas"]["ProblemType"]["oneOf"]}
+    """Every problem type the document lists (the user API's and the admin API's), with its status."""
+    schemas = packaged_document()["components"]["schemas"]
+    return {entry["const"]: entry["x-status"]
+            for catalogue in ("ProblemType", "AdminProblemType") for entry in schemas[catalogue]["oneOf"]}
 
 
 def raised_problems() -> set[tuple[int, str]]:
