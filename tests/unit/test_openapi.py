@@ -15,12 +15,13 @@ from typing import Any
 import pytest
 from klein import Klein
 from openapi_spec_validator import validate
+from twisted.internet.defer import fail, succeed
 
 import desktop_relay.service
 from desktop_relay.web import openapi
 from desktop_relay.web.api import UserAPI
 from desktop_relay.web.openapi import PLANNED, admin_document, packaged_document, user_document
-from desktop_relay.web.responses import PROBLEM_TYPE_PREFIX
+from desktop_relay.web.responses import PROBLEM_TYPE_PREFIX, Problem
 
 WEB = Path(openapi.__file__).parent
 METHODS = {"get", "put", "post", "delete", "patch"}
@@ -158,14 +159,35 @@ def test_everyone_else_is_served_no_trace_of_the_admin_api() -> None:
         assert name in document["components"][kind], reference
 
 
-def test_the_document_is_served_to_anyone_without_sign_in() -> None:
+def served(admin_caller: Any = None, headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], Any]:
+    """GET /api/openapi.json from a UserAPI whose store, sessions and guard are never consulted."""
     from treq.testing import StubTreq
 
-    api = UserAPI(store=None, sessions=None, guard=None)  # type: ignore[arg-type]  # not consulted
+    api = UserAPI(store=None, sessions=None, guard=None, admin_caller=admin_caller)  # type: ignore[arg-type]
     http = StubTreq(api.app.resource())
-    response = http.get("http://relay.example/openapi.json")
+    response = http.get("http://relay.example/openapi.json", headers=headers or {})
     http.flush()
     answered = response.result
-    assert answered.code == 200
     body = json.loads(http.content(answered).result)
-    assert body == user_document()
+    return answered.code, {k.decode().lower(): v[0].decode() for k, v in answered.headers.getAllRawHeaders()}, body
+
+
+def test_the_user_document_is_served_to_anyone_without_sign_in() -> None:
+    code, headers, body = served()
+    assert code == 200 and body == user_document()
+    assert headers["content-type"] == "application/json"
+
+
+def test_a_caller_the_admin_api_refuses_is_served_the_user_document() -> None:
+    def refuse(request: Any) -> Any:
+        return fail(Problem(404, "no-such-page", "Not Found"))
+
+    code, headers, body = served(refuse, {"Authorization": "Bearer wrong"})
+    assert code == 200 and body == user_document()
+    assert "Cookie" in headers["vary"] and "Authorization" in headers["vary"]
+
+
+def test_an_admin_is_served_the_whole_document() -> None:
+    code, _, body = served(lambda request: succeed(object()))
+    assert code == 200 and body == admin_document()
+    assert "adminToken" in body["components"]["securitySchemes"]
