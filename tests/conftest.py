@@ -16,8 +16,8 @@ from zope.interface import provider
 
 from desktop_relay.store import SQLiteStore
 
-# Fixtures that start a real relay (twistd), for every suite that needs one.
-pytest_plugins = ["relay_harness"]
+# Fixtures that start a real relay (twistd) and a local Docker registry, for every suite that needs them.
+pytest_plugins = ["relay_harness", "local_registry"]
 
 
 @pytest.fixture(autouse=True)

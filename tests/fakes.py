@@ -10,10 +10,12 @@ from __future__ import annotations
 import itertools
 import time
 from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
 from typing import Any
 
 import attr
-from twisted.internet.defer import Deferred, fail, succeed
+from relay_harness import render_ini
+from twisted.internet.defer import CancelledError, Deferred, fail, succeed
 from twisted.internet.interfaces import IReactorTime
 from zope.interface import implementer
 
@@ -29,9 +31,14 @@ from desktop_relay.engine.interface import (
     ContainerInfo,
     ContainerSpec,
     ContainerStartFailed,
+    EngineSummary,
     IContainerProvisioner,
     IEventFollower,
+    IImagePull,
+    ImagePullFailed,
+    PullProgress,
 )
+from desktop_relay.web.responses import Problem
 
 # The demo image: the fake engine "has" it, like the real one after scripts/build-desktop-image.
 IMAGE = "desktop-relay/demo-desktop:latest"
@@ -100,6 +107,46 @@ class FakeEventFollower:
         return succeed(None)
 
 
+@implementer(IImagePull)
+class FakeImagePull:
+    """A pull by the fake engine: `feed()` delivers its next progress messages, `finish()` ends it
+    (with the image then present), `fail(reason)` fails it; `paused` and `stopped` show what the
+    consumer did."""
+
+    def __init__(self, engine: FakeProvisioner, image: str, on_progress: PullProgress) -> None:
+        self.engine = engine
+        self.image = image
+        self._on_progress = on_progress
+        self.paused = False
+        self.stopped = False
+        self.done: Deferred[None] = Deferred(lambda _: self.stopProducing())
+
+    def feed(self, *messages: dict[str, Any]) -> None:
+        for message in messages:
+            if not self.done.called:
+                self._on_progress(message)
+
+    def finish(self) -> None:
+        if not self.done.called:
+            self.engine.images.add(self.image)
+            self.done.callback(None)
+
+    def fail(self, reason: str) -> None:
+        if not self.done.called:
+            self.done.errback(ImagePullFailed(reason))
+
+    def pauseProducing(self) -> None:
+        self.paused = True
+
+    def resumeProducing(self) -> None:
+        self.paused = False
+
+    def stopProducing(self) -> None:
+        self.stopped = True
+        if not self.done.called:
+            self.done.errback(CancelledError("the image pull was given up"))
+
+
 @implementer(IContainerProvisioner)
 class FakeProvisioner:
     """An in-memory container engine, announcing what happens to followers of its events the
@@ -115,6 +162,9 @@ class FakeProvisioner:
     - `kill(container_id)`: as `docker kill` from outside.
     - `host_ports`: where fake host ports come from (default 40000, 40001, ...).
     - `clock`: where event and container times come from (default: the wall clock).
+    - `registry`: image -> the progress messages its pull reports; pulling an image not in it
+      fails as an unknown image does. `hold_pulls = True` leaves pulls running (see `pulls`)
+      for the test to feed and finish.
     """
 
     def __init__(
@@ -137,6 +187,10 @@ class FakeProvisioner:
         self._timed_out_sessions: set[str] = set()
         self._seconds: Callable[[], float] = clock.seconds if clock is not None else time.time
         self.memory = 16 * 2**30
+        self.cpus = 8
+        self.registry: dict[str, list[dict[str, Any]]] = {}
+        self.hold_pulls = False
+        self.pulls: list[FakeImagePull] = []
 
     # -- controls for tests ---------------------------------------------------------------
 
@@ -258,6 +312,32 @@ class FakeProvisioner:
             return self._down()
         return succeed(self.memory)
 
+    def image_present(self, image: str) -> Deferred[bool]:
+        if self.engine_down:
+            return self._down()
+        return succeed(image in self.images)
+
+    def pull_image(self, image: str, on_progress: PullProgress) -> IImagePull:
+        pull = FakeImagePull(self, image, on_progress)
+        self.pulls.append(pull)
+        if self.engine_down:
+            pull.done.errback(ContainerEngineUnavailable(_DOWN))
+        elif image not in self.registry:
+            pull.fail(f"pull access denied for {image}, repository does not exist")
+        elif not self.hold_pulls:
+            pull.feed(*self.registry[image])
+            pull.finish()
+        return pull
+
+    def engine_summary(self, instance: str) -> Deferred[EngineSummary]:
+        if self.engine_down:
+            return self._down()
+        mine = [c for c in self.containers.values() if c.spec.labels[LABEL_INSTANCE] == instance]
+        return succeed(EngineSummary(
+            version="fake-1.0", api_version="1.41", api_version_used="1.41", memory=self.memory, cpus=self.cpus,
+            containers_running=sum(1 for c in mine if c.status == "running"), containers_all=len(mine),
+        ))
+
     def follow_events(
         self,
         instance: str,
@@ -323,3 +403,43 @@ class FakeProvisioner:
 
 
 _DOWN = "Docker engine unreachable at fake://engine: it is down"
+
+
+@attr.s(frozen=True, auto_attribs=True)
+class Caller:
+    """AdminCaller's fields."""
+
+    name: str
+    can_write: bool
+
+
+class TokenScopes:
+    """AdminAuth's interface: `Bearer write` may change things, `Bearer read` only look; no token
+    is someone who is not an admin (404), any other token a wrong one (401)."""
+
+    def caller(self, request: Any) -> Deferred[Caller]:
+        header = (request.getHeader(b"authorization") or b"").decode()
+        if not header:
+            return fail(Problem(404, "no-such-page", "Not Found"))
+        scope = header.removeprefix("Bearer ")
+        if scope not in ("read", "write"):
+            return fail(Problem(401, "invalid-token", "Invalid token"))
+        return succeed(Caller(f"token:{scope}", scope == "write"))
+
+    def writer(self, request: Any) -> Deferred[Caller]:
+        def may_write(caller: Caller) -> Caller:
+            if not caller.can_write:
+                raise Problem(403, "insufficient-scope", "Insufficient scope")
+            return caller
+
+        return self.caller(request).addCallback(may_write)
+
+
+def write_relay_ini(path: Path, desktops: dict[str, dict[str, str]], **sections: dict[str, str]) -> Path:
+    """A relay.ini with these desktops (everyone may start them, unless they say) and sections."""
+    config: dict[str, dict[str, str]] = {"relay": {"database": str(path.parent / "relay.sqlite3")}}
+    config.update(sections)
+    for name, values in desktops.items():
+        config[f"desktop:{name}"] = {"groups": "*", **values}
+    path.write_text(render_ini(config))
+    return path

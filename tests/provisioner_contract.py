@@ -32,6 +32,7 @@ from desktop_relay.engine.interface import (
     ContainerStartFailed,
     IContainerProvisioner,
     IEventFollower,
+    ImagePullFailed,
 )
 
 MISSING_IMAGE = "desktop-relay/no-such-image:never-built"
@@ -224,11 +225,39 @@ class ProvisionerContract:
             lambda p: p.logs_tail("0123456789ab", 10),
             lambda p: p.remove("0123456789ab", 1),
             lambda p: p.list_managed(instance),
+            lambda p: p.image_present(desktop.image),
+            lambda p: p.engine_summary(instance),
+            lambda p: p.pull_image(desktop.image, lambda message: None).done,
         ]
         for call in calls:
             with pytest.raises(ContainerEngineUnavailable) as failure:
                 await call(unreachable_provisioner)
             assert str(failure.value).startswith("Docker engine unreachable at ")
+
+    @pytest_twisted.ensureDeferred
+    async def test_image_presence_and_the_engine_summary_of_this_instance(
+        self, provisioner: IContainerProvisioner, instance: str, other_instance: str, desktop: DesktopType
+    ) -> None:
+        assert await provisioner.image_present(desktop.image) is True
+        assert await provisioner.image_present(MISSING_IMAGE) is False
+        running = await provisioner.start(make_spec(instance, desktop))
+        await provisioner.start(make_spec(other_instance, desktop))
+        summary = await provisioner.engine_summary(instance)
+        assert (summary.containers_running, summary.containers_all) == (1, 1)
+        assert summary.version and summary.api_version and summary.memory > 0 and summary.cpus > 0
+        await provisioner.remove(running.container_id, 1)
+        summary = await provisioner.engine_summary(instance)
+        assert (summary.containers_running, summary.containers_all) == (0, 0)
+
+    @pytest_twisted.ensureDeferred
+    async def test_a_pull_from_nowhere_fails_with_a_reason_and_no_progress(
+        self, provisioner: IContainerProvisioner
+    ) -> None:
+        messages: list[object] = []
+        # Port 9 (discard) on loopback: no registry answers there.
+        with pytest.raises(ImagePullFailed) as failure:
+            await provisioner.pull_image("127.0.0.1:9/nothing:here", messages.append).done
+        assert str(failure.value) and messages == []
 
     @pytest_twisted.ensureDeferred
     async def test_inspect_of_an_unknown_container_is_none(

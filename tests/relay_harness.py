@@ -66,6 +66,28 @@ def render_ini(sections: Mapping[str, Mapping[str, str]]) -> str:
     return "\n".join(lines)
 
 
+# (user, groups) -> that account's password-file line, hashed (argon2, slow on purpose) once
+# per test run rather than once per relay and user.
+_ACCOUNT_LINES: dict[tuple[str, str], str] = {}
+
+
+def write_accounts(path: Path, users: Mapping[str, str]) -> None:
+    """A password file with these users (user -> comma-separated groups), all with PASSWORD,
+    as `python -m desktop_relay.auth.local set` writes it."""
+    from desktop_relay.auth.local import set_account
+
+    for user, groups in users.items():
+        if (user, groups) not in _ACCOUNT_LINES:
+            scratch = path.with_name(f"{path.name}.{user}")
+            set_account(scratch, user, PASSWORD, frozenset(g for g in groups.split(",") if g), user.title())
+            (line,) = [line for line in scratch.read_text().splitlines() if line.startswith(user + ":")]
+            _ACCOUNT_LINES[(user, groups)] = line
+            scratch.unlink()
+    if users:
+        path.write_text("".join(_ACCOUNT_LINES[(user, groups)] + "\n" for user, groups in users.items()))
+        path.chmod(0o600)
+
+
 class RelayProcess:
     """One relay under test: its own directory, port, database, accounts and Docker instance label."""
 
@@ -87,12 +109,7 @@ class RelayProcess:
         etc.mkdir(parents=True, exist_ok=True)
         (directory / "var").mkdir(exist_ok=True)
         self.password_file = directory / "var" / "passwords"
-        for user, groups in users.items():
-            subprocess.run(
-                [sys.executable, "-m", "desktop_relay.auth.local", "set", user, str(self.password_file),
-                 "--groups", groups, "--name", user.title()],
-                input=PASSWORD + "\n", text=True, check=True, capture_output=True, env=subprocess_env(),
-            )
+        write_accounts(self.password_file, users)
         config: dict[str, dict[str, str]] = {
             "relay": {"listen": f"tcp:{self.port}:interface=127.0.0.1", "public_url": self.url,
                       "instance": self.instance, "database": str(directory / "var" / "relay.sqlite3")},

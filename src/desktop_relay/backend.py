@@ -8,7 +8,7 @@ from typing import Any
 
 import attr
 from twisted.internet.ssl import CertificateOptions
-from twisted.web.client import Agent, HTTPConnectionPool
+from twisted.web.client import Agent, HTTPConnectionPool, _HTTP11ClientFactory
 from twisted.web.iweb import IPolicyForHTTPS
 from zope.interface import implementer
 
@@ -55,15 +55,18 @@ class ContainerTLSPolicy:
 
 
 
+class _QuietClientFactory(_HTTP11ClientFactory):
+    # Twisted logs "Starting factory"/"Stopping factory" for every connection a noisy factory
+    # makes: two info lines per relayed file and readiness probe, a quarter of all log lines.
+    noisy = False
+
+
 def container_agent(reactor: Any, connect_timeout: float) -> Agent:
     """An HTTP agent for desktop containers: container TLS policy, no connection reuse.
 
     KasmVNC answers every request with `Connection: close`, so a persistent pool would only hold
     dead connections (and leave their expiry timers on the reactor).
     """
-    return Agent(
-        reactor,
-        contextFactory=ContainerTLSPolicy(),
-        connectTimeout=connect_timeout,
-        pool=HTTPConnectionPool(reactor, persistent=False),
-    )
+    pool = HTTPConnectionPool(reactor, persistent=False)
+    pool._factory = _QuietClientFactory
+    return Agent(reactor, contextFactory=ContainerTLSPolicy(), connectTimeout=connect_timeout, pool=pool)

@@ -13,6 +13,7 @@ from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred, DeferredList, inlineCallbacks
 from twisted.internet.endpoints import serverFromString
 from twisted.logger import Logger
+from twisted.web.resource import IResource
 from twisted.web.server import Site
 
 from .auth import IPasswordAuthenticator
@@ -30,8 +31,15 @@ from .readiness import ReadinessProbe
 from .relay.assets import AssetRelay
 from .relay.client_cache import ClientFileCache
 from .relay.websocket import CLOSE_GOING_AWAY, CLOSE_SESSION_STOPPED, DesktopBridgeFactory
+from .reload import ConfigReloader, SighupReload
 from .store import SQLiteStore
 from .web.access import DesktopAccess
+from .web.admin import AdminAPI, AdminAuth
+from .web.admin.desktops import DesktopsAdmin
+from .web.admin.engine import EngineAdmin
+from .web.admin.reload import ReloadAdmin
+from .web.admin.sessions import SessionsAdmin
+from .web.admin.users import UsersAdmin
 from .web.api import UserAPI
 from .web.app import RelayWeb
 from .web.guard import RequestGuard
@@ -49,6 +57,7 @@ class RelayService(MultiService):
         super().__init__()
         self.config = config
         self._reactor = reactor
+        self.started = reactor.seconds()
         # One sign-in method at a time: with OpenID Connect or trusted headers, local accounts
         # are not offered, so no second, weaker way in is left open by accident.
         authenticator: IPasswordAuthenticator | None = None
@@ -120,6 +129,16 @@ class RelayService(MultiService):
             memory_budget_auto=config.memory_budget_auto,
         )
         self.access = DesktopAccess(self.store, self.sessions, guard)
+        # relay.ini again on SIGHUP or POST /api/admin/reload: desktops and session limits.
+        self.reloader = ConfigReloader(config, self.sessions, self.store, reactor)
+        self._sighup = SighupReload(self.reloader, reactor)
+        self._sighup.setServiceParent(self)
+        admin_auth = AdminAuth(self.store, guard, reactor)
+        admin = AdminAPI(admin_auth, {
+            "sessions": SessionsAdmin(admin_auth, self.store, self.sessions, self.bridges).app.resource(),
+            "users": UsersAdmin(admin_auth, self.store, self.sessions, self.bridges).app.resource(),
+            **self.admin_groups(admin_auth),
+        })
         web = RelayWeb(
             guard=guard,
             roles=Roles(config.admin_groups, config.teacher_groups),
@@ -134,6 +153,7 @@ class RelayService(MultiService):
             bridges=self.bridges,
             sessions=self.sessions,
             store=self.store,
+            admin=admin,
         )
         site = Site(web.app.resource())
         site.displayTracebacks = False
@@ -169,6 +189,7 @@ class RelayService(MultiService):
                                problem=e.detail)
         self.lifecycle.setServiceParent(self)
         self._purger.setServiceParent(self)
+        self._sighup.accepting = True
         try:
             self._listener.setServiceParent(self)
         except Exception:  # noqa: BLE001 - a relay that cannot listen must not pretend to run
@@ -177,6 +198,17 @@ class RelayService(MultiService):
             return
         self._log.info("desktop-relay ready at {url} (instance {instance})",
                        url=self.config.public_url, instance=self.config.instance)
+
+    def admin_groups(self, auth: AdminAuth) -> dict[str, IResource]:
+        """The admin API groups of the catalog, the engine and the reload, for AdminAPI to mount."""
+        return {
+            "desktops": DesktopsAdmin(auth, self.sessions, self.store, self._reactor).app.resource(),
+            "engine": EngineAdmin(
+                auth, self.sessions.provisioner, instance=self.config.instance, clock=self._reactor,
+                started=self.started, bridge_count=lambda: self.bridges.bridge_count,
+            ).app.resource(),
+            "reload": ReloadAdmin(auth, self.reloader).app.resource(),
+        }
 
     @inlineCallbacks
     def stopService(self) -> Generator[Deferred[Any], Any, None]:

@@ -407,6 +407,30 @@ async def test_get_relays_body_and_content_headers(
 
 
 @pytest_twisted.ensureDeferred
+async def test_relaying_a_file_writes_no_factory_lines(relay_site: Running, desktop: Desktop) -> None:
+    from desktop_relay.backend import _QuietClientFactory
+
+    reactor = _reactor()
+    pool = HTTPConnectionPool(reactor, persistent=False)
+    pool._factory = _QuietClientFactory  # the test's own browser must not log either
+    quiet_browser = HTTPClient(Agent(reactor, pool=pool))
+    lines: list[str] = []
+
+    def observe(event: dict) -> None:
+        if "factory" in (event.get("log_format") or "").lower():
+            lines.append(event["log_format"])
+
+    globalLogPublisher.addObserver(observe)
+    try:
+        response = await quiet_browser.get(relay_site.url("good/files/app.js"))
+        assert await response.content() == APP_JS
+    finally:
+        globalLogPublisher.removeObserver(observe)
+    # "Starting factory ..." / "Stopping factory ..." for each container connection, before.
+    assert lines == []
+
+
+@pytest_twisted.ensureDeferred
 async def test_head_gets_the_headers_of_a_get_and_no_body(
     relay_site: Running, desktop: Desktop, browser: HTTPClient
 ) -> None:

@@ -190,6 +190,28 @@ async def test_container_exiting_while_starting_fails_with_dockers_reason(store:
 
 
 @pytest_twisted.ensureDeferred
+async def test_container_exiting_while_starting_fails_the_start_through_the_event_too(store: SQLiteStore) -> None:
+    from twisted.internet import reactor
+
+    world = World(store)
+    handler = EventHandler(world.sessions, store, reactor)
+    world.engine.follow_events("test", handler, lambda: None, lambda reason: None)
+    world.probe.ready = False
+    session, _ = await world.sessions.start(PUPIL, "demo")
+    while world.engine.container_for(session.id) is None:
+        await task.deferLater(reactor, 0.01, lambda: None)
+    container = world.engine.container_for(session.id)
+    container.logs = "Xvnc: fatal error: cannot open display\n"
+    world.engine.exit(container.container_id, exit_code=1)
+    for pending in handler.pending():
+        await pending
+    await world.settle()
+    failed = await store.get_session(session.id)
+    assert (failed.state, failed.end_reason) == (FAILED, "start-failed")
+    assert "exited with code 1" in failed.reason and "cannot open display" in failed.reason
+
+
+@pytest_twisted.ensureDeferred
 async def test_desktop_that_never_answers_fails_after_the_start_timeout(store: SQLiteStore) -> None:
     world = World(store, start_timeout=0.3)
     world.probe.ready = False
@@ -296,8 +318,10 @@ async def test_starts_at_once_are_bounded_by_max_starting(store: SQLiteStore) ->
 
 @pytest_twisted.ensureDeferred
 async def test_a_container_that_dies_ends_its_session_with_why(store: SQLiteStore) -> None:
+    from twisted.internet import reactor
+
     world = World(store)
-    handler = EventHandler(world.sessions, store)
+    handler = EventHandler(world.sessions, store, reactor)
     world.engine.follow_events("test", handler, lambda: None, lambda reason: None)
     killed = await world.started(OTHERS[0])
     starved = await world.started(OTHERS[1])
@@ -314,9 +338,38 @@ async def test_a_container_that_dies_ends_its_session_with_why(store: SQLiteStor
 
 
 @pytest_twisted.ensureDeferred
-async def test_a_container_appearing_for_a_session_that_is_not_starting_is_removed(store: SQLiteStore) -> None:
+async def test_a_container_stopped_as_the_engine_shuts_down_ends_engine_lost(store: SQLiteStore) -> None:
+    from twisted.internet import reactor
+
     world = World(store)
-    handler = EventHandler(world.sessions, store)
+    handler = EventHandler(world.sessions, store, reactor, shutdown_grace=0.05)
+    world.engine.follow_events("test", handler, lambda: None, lambda reason: None)
+    lost, stopped = await world.started(OTHERS[0]), await world.started(OTHERS[1])
+    # The engine signals its containers, they exit cleanly, then its event stream ends.
+    handler(ContainerEvent(lost.container_id, lost.id, "kill", None, 0.0))
+    world.engine.exit(lost.container_id, exit_code=0)
+    world.sessions.engine.lost("the engine closed the event stream")
+    for pending in handler.pending():
+        await pending
+    assert (await store.get_session(lost.id)).state == READY
+    world.sessions.engine.back()
+    await world.reconcile()
+    assert (await store.get_session(lost.id)).end_reason == "engine-lost"
+    # An admin's `docker stop` while the engine stays: the session ends once the grace is over.
+    handler(ContainerEvent(stopped.container_id, stopped.id, "kill", None, 0.0))
+    world.engine.exit(stopped.container_id, exit_code=0)
+    for pending in handler.pending():
+        await pending
+    ended = await store.get_session(stopped.id)
+    assert (ended.state, ended.end_reason) == (STOPPED, "container-exited")
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_container_appearing_for_a_session_that_is_not_starting_is_removed(store: SQLiteStore) -> None:
+    from twisted.internet import reactor
+
+    world = World(store)
+    handler = EventHandler(world.sessions, store, reactor)
     session = await world.started()
     await world.sessions.stop(session, PUPIL.user_id)
     # The engine carries out a create it was asked for long ago (a hung engine, resumed).
@@ -367,6 +420,20 @@ async def test_reconcile_requeues_a_start_the_relay_never_finished(store: SQLite
     await world.reconcile()
     assert (await store.get_session("crashed")).state == READY
     assert world.engine.container_for("crashed") is not None
+
+
+@pytest_twisted.ensureDeferred
+async def test_reconcile_restarts_a_start_the_relay_left_between_create_and_start(store: SQLiteStore) -> None:
+    world = World(store)
+    now = world.sessions.now()
+    crashed = DesktopSession(id="crashed", owner=PUPIL.user_id, desktop="demo", state=STARTING, reason=None,
+                             container_id=None, host_port=None, vnc_password="pw", created=now, updated=now)
+    await store.add_session(crashed)
+    husk = (await world.engine.start(_spec(world, crashed))).container_id
+    world.engine.containers[husk].status = "created"
+    await world.reconcile()
+    assert (await store.get_session("crashed")).state == READY
+    assert husk in world.engine.removed and world.engine.container_for("crashed").status == "running"
 
 
 @pytest_twisted.ensureDeferred

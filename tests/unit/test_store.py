@@ -52,3 +52,37 @@ async def test_update_with_expected_state_is_compare_and_set(store: SQLiteStore)
     with pytest.raises(sqlite3.IntegrityError):
         await store.add_session(session())  # same id: the transaction is rolled back
     assert [s.id for s in await store.active_sessions()] == ["s1"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_admin_tokens_are_kept_by_hash_and_a_name_is_never_given_twice(store: SQLiteStore) -> None:
+    from desktop_relay.store import AdminToken, TokenNameTaken
+
+    await store.add_admin_token(AdminToken("ops", "hash-1", "write", 1.0))
+    with pytest.raises(TokenNameTaken):
+        await store.add_admin_token(AdminToken("ops", "hash-2", "read", 2.0))
+    assert await store.revoke_admin_token("ops", 3.0) is True
+    assert await store.revoke_admin_token("ops", 4.0) is False
+    with pytest.raises(TokenNameTaken):
+        await store.add_admin_token(AdminToken("ops", "hash-3", "read", 5.0))
+    (token,) = await store.admin_tokens()
+    assert (token.name, token.scope, token.revoked) == ("ops", "write", 3.0)
+    assert (await store.admin_token_by_hash("hash-1")).name == "ops"
+    assert await store.admin_token_by_hash("hash-2") is None
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_sign_in_updates_the_user_seen_and_keeps_when_they_were_first_seen(store: SQLiteStore) -> None:
+    from desktop_relay.store import SeenUser
+
+    await store.user_signed_in(SeenUser("anna", "Anna", frozenset({"7b", "pupils"}), "pupil", 1.0, 1.0))
+    await store.user_signed_in(SeenUser("anna", "Anna A.", frozenset({"8b"}), "teacher", 9.0, 9.0))
+    await store.user_signed_in(SeenUser("ben", "Ben", frozenset({"7b"}), "pupil", 5.0, 5.0))
+    anna = await store.seen_user("anna")
+    assert (anna.display_name, anna.groups, anna.role, anna.first_seen, anna.last_sign_in) == (
+        "Anna A.", {"8b"}, "teacher", 1.0, 9.0)
+    assert await store.users_in_group("7b") == ["ben"]
+    assert await store.users_in_group("8b") == ["anna"]
+    assert await store.users_in_group("7") == []
+    assert [u.user_id for u in await store.seen_users(1)] == ["anna"]
+    assert [u.user_id for u in await store.seen_users(5, after=(9.0, "anna"))] == ["ben"]

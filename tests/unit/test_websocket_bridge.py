@@ -402,11 +402,27 @@ async def test_container_close_reaches_the_browser_with_its_code(relay_maker):
 @pytest_twisted.ensureDeferred
 async def test_container_dropping_tcp_means_1011_for_the_browser(relay_maker):
     relay = await relay_maker()
+    relay.factory.container_gone_grace = 0.05
     browser = await relay.browser()
     browser.sendMessage(b"drop", isBinary=True)
     code, reason = await browser.closed
     assert (code, reason) == (CLOSE_CONTAINER_GONE, "desktop container went away")
     await relay.factory.close_all()
+    assert relay.factory.bridge_count == 0
+
+
+@pytest_twisted.ensureDeferred
+async def test_container_vanishing_waits_for_the_session_end_to_tell_the_browser_why(relay_maker):
+    relay = await relay_maker()
+    browser = await relay.browser()
+    browser.sendMessage(b"drop", isBinary=True)
+    (desktop,) = relay.container.opened
+    await desktop.gone
+    await _sleep(0.2)  # the bridge has seen its container go, and holds the browser
+    assert not browser.closed.called
+    why = "The desktop crashed or was killed (exit code 137)."
+    assert relay.factory.close_session("s1", CLOSE_SESSION_STOPPED, why) == 1
+    assert await browser.closed == (CLOSE_SESSION_STOPPED, why)
     assert relay.factory.bridge_count == 0
 
 

@@ -1,7 +1,7 @@
 """The container engine: the provisioning interface the relay asks of an engine, and its Docker
 implementation.
 
-`interface` holds IContainerProvisioner and IEventFollower with their values, labels and
+`interface` holds IContainerProvisioner, IEventFollower and IImagePull with their values, labels and
 exceptions; `docker` the Docker SDK provisioner and its client; `docker_events` the follower of
 the engine's event stream; `docker_sweeper` the removal of containers of timed-out starts;
 `_docker_common` what those three share. An in-memory provisioner for tests is tests/fakes.py;
@@ -22,8 +22,11 @@ from .interface import (
     ContainerInfo,
     ContainerSpec,
     ContainerStartFailed,
+    EngineSummary,
     IContainerProvisioner,
     IEventFollower,
+    IImagePull,
+    ImagePullFailed,
 )
 
 __all__ = [
@@ -40,7 +43,10 @@ __all__ = [
     "ContainerSpec",
     "ContainerStartFailed",
     "DockerProvisioner",
+    "EngineSummary",
     "IContainerProvisioner",
     "IEventFollower",
+    "IImagePull",
+    "ImagePullFailed",
     "docker_threadpool",
 ]

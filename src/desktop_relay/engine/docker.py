@@ -3,7 +3,8 @@
 Owns the docker-py client (created lazily, API version negotiated, recreated after the engine
 went away), how a ContainerSpec becomes a container (labels, limits, loopback-only port), and
 how engine failures become ContainerEngineUnavailable, ContainerEngineTimedOut or
-ContainerStartFailed. The event stream is docker_events.py's, the clean-up after a start the
+ContainerStartFailed, and image pulls (DockerImagePull: a streaming pull in a worker, paused and
+stopped from the reactor). The event stream is docker_events.py's, the clean-up after a start the
 engine did not answer in time docker_sweeper.py's, the translation of engine data
 _docker_common.py's. Nothing here runs on the reactor thread except logging, timers and the
 Deferred plumbing.
@@ -22,8 +23,8 @@ import requests
 import urllib3
 from docker.constants import DEFAULT_DOCKER_API_VERSION, MINIMUM_DOCKER_API_VERSION
 from docker.errors import APIError, DockerException, ImageNotFound, NotFound
-from docker.utils import version_lt
-from twisted.internet.defer import Deferred
+from docker.utils import parse_repository_tag, version_lt
+from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.interfaces import IReactorFromThreads, IReactorTime
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
@@ -43,8 +44,12 @@ from .interface import (
     ContainerInfo,
     ContainerSpec,
     ContainerStartFailed,
+    EngineSummary,
     IContainerProvisioner,
     IEventFollower,
+    IImagePull,
+    ImagePullFailed,
+    PullProgress,
 )
 
 T = TypeVar("T")
@@ -190,6 +195,22 @@ class DockerProvisioner:
     def memory_total(self) -> Deferred[int]:
         """The engine's memory in bytes, as `docker info` reports it."""
         return self._in_thread(lambda api: int(api.info()["MemTotal"]))
+
+    def image_present(self, image: str) -> Deferred[bool]:
+        """Whether the engine has the image, as `docker image inspect` would find it."""
+        return self._in_thread(self._image_present_blocking, image)
+
+    def pull_image(self, image: str, on_progress: PullProgress) -> IImagePull:
+        """Pull the image as `docker pull` does. The pull holds one thread of the pool while it
+        runs; progress is read one message at a time, so pausing it holds the engine back."""
+        pull = DockerImagePull(on_progress)
+        working = self._in_thread(self._pull_blocking, image, pull)
+        working.addBoth(pull.finished)
+        return pull
+
+    def engine_summary(self, instance: str) -> Deferred[EngineSummary]:
+        """`docker version` and `docker info` in brief, and this instance's containers."""
+        return self._in_thread(self._summary_blocking, instance)
 
     def follow_events(
         self,
@@ -485,6 +506,45 @@ class DockerProvisioner:
             self._log.info, "removed container {container_id}", container_id=container_id[:12]
         )
 
+    def _image_present_blocking(self, api: docker.APIClient, image: str) -> bool:
+        try:
+            api.inspect_image(image)
+        except (ImageNotFound, NotFound):
+            return False
+        return True
+
+    def _pull_blocking(self, api: docker.APIClient, image: str, pull: DockerImagePull) -> None:
+        repository, tag = parse_repository_tag(image)
+        failure: str | None = None
+        try:
+            # decode: one dict per progress message, read as the engine sends them.
+            for message in api.pull(repository, tag=tag or "latest", stream=True, decode=True):
+                if not pull.wait_until_wanted():
+                    return
+                if message.get("error"):
+                    failure = str(message["error"])
+                self._reactor.callFromThread(pull.deliver, message)
+        except APIError as e:
+            # Unknown image, a registry that refuses or cannot be reached: the engine answers,
+            # so it is the pull that failed, not the engine.
+            raise ImagePullFailed(api_reason(e)) from e
+        if failure is not None:
+            raise ImagePullFailed(failure)
+
+    def _summary_blocking(self, api: docker.APIClient, instance: str) -> EngineSummary:
+        version = api.version()
+        info = api.info()
+        containers = api.containers(all=True, filters={"label": f"{LABEL_INSTANCE}={instance}"})
+        return EngineSummary(
+            version=str(version.get("Version", "")),
+            api_version=str(version.get("ApiVersion", "")),
+            api_version_used=str(api.api_version),
+            memory=int(info.get("MemTotal", 0)),
+            cpus=int(info.get("NCPU", 0)),
+            containers_running=sum(1 for c in containers if c.get("State") == "running"),
+            containers_all=len(containers),
+        )
+
     def _list_blocking(self, api: docker.APIClient, instance: str) -> list[ContainerInfo]:
         summaries = api.containers(all=True, filters={"label": f"{LABEL_INSTANCE}={instance}"})
         found = []
@@ -494,3 +554,54 @@ class DockerProvisioner:
             if info is not None:
                 found.append(info)
         return found
+
+
+@implementer(IImagePull)
+class DockerImagePull:
+    """One pull running in a worker thread; the reactor side pauses, resumes or stops it."""
+
+    # How often a paused worker looks whether the pull was given up meanwhile.
+    _PAUSED_CHECK = 0.5
+
+    def __init__(self, on_progress: PullProgress) -> None:
+        self._on_progress = on_progress
+        self._wanted = threading.Event()
+        self._wanted.set()
+        self._stopped = False
+        self.done: Deferred[None] = Deferred(lambda _: self.stopProducing())
+
+    # -- reactor thread ---------------------------------------------------------------
+
+    def pauseProducing(self) -> None:
+        self._wanted.clear()
+
+    def resumeProducing(self) -> None:
+        self._wanted.set()
+
+    def stopProducing(self) -> None:
+        """Give up: the worker stops reading at its next message and closes the stream."""
+        self._stopped = True
+        self._wanted.set()
+        if not self.done.called:
+            self.done.errback(CancelledError("the image pull was given up"))
+
+    def deliver(self, message: Mapping[str, Any]) -> None:
+        if not self.done.called:
+            self._on_progress(message)
+
+    def finished(self, result: object) -> None:
+        if self.done.called:
+            return  # given up: whatever the worker ended with is nobody's business now
+        if isinstance(result, Failure):
+            self.done.errback(result)
+        else:
+            self.done.callback(None)
+
+    # -- worker thread ----------------------------------------------------------------
+
+    def wait_until_wanted(self) -> bool:
+        """Block while paused; False once the pull was given up."""
+        while not self._wanted.wait(self._PAUSED_CHECK):
+            if self._stopped:
+                return False
+        return not self._stopped

@@ -10,7 +10,8 @@ from collections.abc import Callable, Mapping
 
 import attr
 from twisted.internet.defer import Deferred
-from zope.interface import Interface
+from twisted.internet.interfaces import IPushProducer
+from zope.interface import Attribute, Interface
 
 from ..config import DesktopType
 
@@ -36,6 +37,11 @@ class ContainerEngineTimedOut(ContainerEngineUnavailable):
 
 class ContainerStartFailed(Exception):
     """The engine refused to create or start a container; str() is the reason for the user."""
+
+
+class ImagePullFailed(Exception):
+    """The engine could not pull an image (unknown image, registry unreachable or refusing);
+    str() is the engine's or the registry's reason."""
 
 
 @attr.s(frozen=True, auto_attribs=True)
@@ -85,6 +91,24 @@ class ContainerInfo:
 
 
 @attr.s(frozen=True, auto_attribs=True)
+class EngineSummary:
+    """The engine as an admin sees it, and how many containers of one relay instance it has."""
+
+    version: str
+    # The engine's newest API version, and the one this relay speaks with it.
+    api_version: str
+    api_version_used: str
+    memory: int
+    cpus: int
+    containers_running: int
+    containers_all: int
+
+
+#: Told each progress message of a pull (Docker's JSON: status, id, progress, progressDetail).
+PullProgress = Callable[[Mapping[str, object]], None]
+
+
+@attr.s(frozen=True, auto_attribs=True)
 class ContainerEvent:
     """One change of one of our containers, as the engine announced it."""
 
@@ -104,6 +128,13 @@ class IEventFollower(Interface):
 
     def stop() -> Deferred[None]:
         """Stop following; fires when the worker thread has let go. No event is delivered after."""
+
+
+class IImagePull(IPushProducer):
+    """A pull in progress. As a push producer, pausing it stops reading the engine's progress
+    (the engine goes on pulling) and stopProducing gives up: `done` fails with CancelledError."""
+
+    done = Attribute("Deferred[None]: fires when the pull has finished, fails when it did not")
 
 
 class IContainerProvisioner(Interface):
@@ -132,6 +163,17 @@ class IContainerProvisioner(Interface):
 
     def memory_total() -> Deferred[int]:
         """The engine's memory in bytes (MemTotal as the engine reports it)."""
+
+    def image_present(image: str) -> Deferred[bool]:
+        """Whether the engine has this image (name:tag or id) locally."""
+
+    def pull_image(image: str, on_progress: PullProgress) -> IImagePull:
+        """Pull an image, calling on_progress on the reactor thread for every progress message
+        (never after `done` fired). A pull that failed fails `done` with ImagePullFailed, an
+        engine that cannot be reached with ContainerEngineUnavailable."""
+
+    def engine_summary(instance: str) -> Deferred[EngineSummary]:
+        """The engine's version, memory and CPUs, and the containers labelled with `instance`."""
 
     def follow_events(
         instance: str,

@@ -44,7 +44,7 @@ class LifecycleService(Service):
         self._check_interval = check_interval
         self._reconcile_interval = reconcile_interval
         self._memory_budget_auto = memory_budget_auto
-        self.events = EventHandler(sessions, store)
+        self.events = EventHandler(sessions, store, clock)
         self._follower: IEventFollower | None = None
         self._loops = [
             self._loop(self._tick, check_interval),

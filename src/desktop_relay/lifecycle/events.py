@@ -7,6 +7,8 @@ from collections.abc import Generator
 from typing import Any
 
 from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.interfaces import IReactorTime
+from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
 from ..engine.interface import ContainerEngineUnavailable, ContainerEvent
@@ -14,19 +16,40 @@ from ..store import READY, STARTING, SQLiteStore
 from .reasons import START_FAILED, exit_reason
 from .sessions import DesktopSessions
 
+# A container told to stop by someone other than the relay (an admin's `docker stop`, or the
+# engine stopping everything as it shuts down) dies cleanly about a second before the engine's
+# event stream ends. Its session waits this long to learn which it was, so a desktop lost with
+# the engine ends engine-lost, not "stopped by itself (exit code 0)".
+SHUTDOWN_GRACE = 3.0
+# The exit code of a SIGKILLed process: `docker kill`, which ends the session at once.
+_SIGKILLED = 137
+
 
 class EventHandler:
     """Turns container events into session ends and orphan removals."""
 
     _log = Logger()
 
-    def __init__(self, sessions: DesktopSessions, store: SQLiteStore) -> None:
+    def __init__(
+        self, sessions: DesktopSessions, store: SQLiteStore, clock: IReactorTime,
+        shutdown_grace: float = SHUTDOWN_GRACE,
+    ) -> None:
         self._sessions = sessions
         self._store = store
+        self._clock = clock
+        self._shutdown_grace = shutdown_grace
         self._pending: set[Deferred[None]] = set()
+        # Containers someone sent a signal (the engine's "kill" event) that have not died yet.
+        self._signalled: set[str] = set()
 
     def __call__(self, event: ContainerEvent) -> None:
         """on_event for the provisioner's follower (reactor thread)."""
+        if event.action == "kill":
+            self._signalled.add(event.container_id)
+            return
+        if event.action == "destroy":
+            self._signalled.discard(event.container_id)
+            return
         if event.action == "die":
             d = self._died(event)
         elif event.action in ("create", "start"):
@@ -40,6 +63,8 @@ class EventHandler:
 
     @inlineCallbacks
     def _died(self, event: ContainerEvent) -> Generator[Deferred[Any], Any, None]:
+        signalled = event.container_id in self._signalled
+        self._signalled.discard(event.container_id)
         session = yield self._store.get_session(event.session_id)
         if session is None or session.state not in (STARTING, READY):
             return  # ours to stop, or already ended
@@ -51,6 +76,17 @@ class EventHandler:
             info = None
         oom = info.oom_killed if info is not None else False
         code = info.exit_code if info is not None and info.exit_code is not None else event.exit_code
+        if signalled and code != _SIGKILLED and not oom:
+            yield deferLater(self._clock, self._shutdown_grace, lambda: None)
+            engine = self._sessions.engine
+            if not engine.available or engine.lost_at is not None:
+                # Stopped with the engine: reconcile ends it (engine-lost) once the engine is back.
+                self._log.info("container {container} of session {session} stopped as the engine went away",
+                               container=event.container_id[:12], session=session.id)
+                return
+            session = yield self._store.get_session(session.id)
+            if session is None or session.state not in (STARTING, READY):
+                return
         if session.state == STARTING:
             # Died before it ever answered: the start failed, and its last words say why.
             reason = (info.problem if info is not None and info.problem else None) or exit_reason(code, oom)[1]

@@ -53,6 +53,13 @@ def reconcile(sessions: DesktopSessions, store: SQLiteStore) -> Generator[Deferr
                     yield _requeue(store, sessions, session)
             else:
                 yield sessions.end(session, *ending_of(None, lost_at))
+        elif session.state == STARTING and sessions.working_on(session.id):
+            pass  # between this process's create and start: its start judges the container
+        elif session.state == STARTING and info.status == "created":
+            # The relay stopped (crashed, say) between creating the container and starting it:
+            # nothing ran, so the start goes back to its place in the queue, without the husk.
+            yield sessions.remove_quietly(info.container_id)
+            yield _requeue(store, sessions, session)
         elif not info.running:
             yield sessions.end(session, *ending_of(info, lost_at))
         else:

@@ -113,6 +113,9 @@ class DesktopSessions:
         self._working: dict[str, Deferred[None]] = {}
         # The warning each ready session's user was last shown, to notice when it changes.
         self._warnings: dict[str, tuple[str, float] | None] = {}
+        # Desktops a reload removed: no longer offered or started, but their running sessions
+        # keep their policies and their owners' access until they end.
+        self._retired: dict[str, DesktopType] = {}
 
     # -- the catalogue ------------------------------------------------------------------
 
@@ -121,12 +124,39 @@ class DesktopSessions:
         return [d for d in self._desktops.values() if d.allows(identity.user_id, identity.groups)]
 
     def desktop(self, name: str) -> DesktopType | None:
-        """A configured desktop type by name."""
-        return self._desktops.get(name)
+        """A desktop type by name: a configured one, or one a reload removed (for the sessions
+        still running it)."""
+        return self._desktops.get(name) or self._retired.get(name)
+
+    @property
+    def desktops(self) -> Mapping[str, DesktopType]:
+        """The configured desktops (the ones offered and started), in configuration order."""
+        return self._desktops
+
+    @property
+    def retired(self) -> Mapping[str, DesktopType]:
+        """Desktops a reload removed, kept for the sessions that may still run them."""
+        return self._retired
 
     @property
     def limits(self) -> CapacityLimits:
         return self._limits
+
+    @property
+    def max_per_user(self) -> int:
+        return self._max_per_user
+
+    def reconfigure(self, desktops: Mapping[str, DesktopType], limits: CapacityLimits, max_per_user: int) -> None:
+        """Take a reloaded relay.ini's desktops and limits. New starts follow them at once; queued
+        starts of a removed desktop fail when their turn comes; running ones go on until they end."""
+        for name, removed in self._desktops.items():
+            if name not in desktops:
+                self._retired[name] = removed
+        for name in desktops:
+            self._retired.pop(name, None)
+        self._desktops = desktops
+        self._limits = limits
+        self._max_per_user = max_per_user
 
     def set_memory_budget(self, budget: int | None) -> None:
         """The memory budget once the engine said how much memory it has ([sessions] memory_budget = auto)."""

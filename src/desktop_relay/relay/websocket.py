@@ -35,6 +35,7 @@ from twisted.internet.endpoints import TCP4ClientEndpoint, wrapClientTLS
 from twisted.internet.error import ConnectError, DNSLookupError
 from twisted.internet.interfaces import (
     IAddress,
+    IDelayedCall,
     IPushProducer,
     IReactorTCP,
     IReactorTime,
@@ -69,6 +70,11 @@ CLOSE_CONTAINER_GONE = 1011
 CLOSE_GOING_AWAY = 1001
 
 _CONTAINER_GONE_REASON = "desktop container went away"
+# A container that vanished (killed, crashed, out of memory) drops its TCP connection a moment
+# before the lifecycle learns from the engine why; the browser waits this long for that reason
+# (4000 and the words) before it gets the bare 1011, after which the web client would retry.
+# Longer than the lifecycle's wait for a container stopped from outside (SHUTDOWN_GRACE, 3 s).
+CONTAINER_GONE_GRACE = 4.0
 _BROWSER_GONE_REASON = "browser went away"
 
 # Codes a close frame may carry (RFC 6455 7.4; 1004-1006 and 1015 are never sent).
@@ -367,6 +373,7 @@ class DesktopBridgeProtocol(_LeanTransportMixin, WebSocketServerProtocol):  # ty
         self.bytes_to_browser = 0
         self.bytes_to_container = 0
         self._close_codes: dict[str, int | None] = {}
+        self._unexplained: IDelayedCall | None = None
         self._input = InputClassifier()
         self._gave_up_told = False
 
@@ -584,6 +591,7 @@ class DesktopBridgeProtocol(_LeanTransportMixin, WebSocketServerProtocol):  # ty
             if self._waiting is not None:
                 self._waiting.cancel()
             return
+        self._explained()
         if self._closing:
             return
         self._closing = True
@@ -598,6 +606,7 @@ class DesktopBridgeProtocol(_LeanTransportMixin, WebSocketServerProtocol):  # ty
 
     def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
         _forget_close_timer(self)
+        self._explained()
         self._browser_gone = True
         self._close_codes.setdefault("browser", code)
         if self.target is None:
@@ -622,14 +631,25 @@ class DesktopBridgeProtocol(_LeanTransportMixin, WebSocketServerProtocol):  # ty
         self._container_gone = True
         self._close_codes.setdefault("container", code)
         if not self._closing and self.state == WebSocketProtocol.STATE_OPEN:
-            self._closing = True
-            self._decouple()
             if _sendable(code):
                 assert code is not None
+                self._closing = True
+                self._decouple()
                 _close(self, code, reason or "")
-            else:
-                _close(self, CLOSE_CONTAINER_GONE, _CONTAINER_GONE_REASON)
+            elif self._unexplained is None:
+                # Still registered, so the session's end (close_session) reaches this bridge.
+                self._decouple()
+                self._unexplained = self.factory.reactor.callLater(
+                    self.factory.container_gone_grace, self.close_bridge, CLOSE_CONTAINER_GONE, _CONTAINER_GONE_REASON
+                )
         self._maybe_gone()
+
+    def _explained(self) -> None:
+        """The bridge closes for a known reason: no bare 1011 for a vanished container later."""
+        if self._unexplained is not None:
+            if self._unexplained.active():
+                self._unexplained.cancel()
+            self._unexplained = None
 
     def _maybe_gone(self) -> None:
         if not (self._browser_gone and self._container_gone) or self.target is None:
@@ -675,6 +695,8 @@ class DesktopBridgeFactory(WebSocketServerFactory):
 
     protocol = DesktopBridgeProtocol  # type: ignore[assignment]  # Factory's protocol type is generic
     _log = Logger()
+    #: Seconds a bridge whose container vanished waits for the session's end to say why.
+    container_gone_grace = CONTAINER_GONE_GRACE
 
     def __init__(
         self,

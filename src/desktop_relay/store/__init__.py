@@ -1,11 +1,13 @@
 """The relay's store: desktop sessions and their queue, idle clocks, signed-in browsers, the audit
-trail; in SQLite (the embedded default), behind one class made of one mixin per table.
+trail, admin tokens and the users seen; in SQLite (the embedded default), behind one class made
+of one mixin per table.
 
 Modules: records (the values), connection (the thread, transactions, the versioned schema),
-desktop_sessions, web_sessions, audit. A second implementation (PostgreSQL, for several relays)
-would offer the same methods.
+desktop_sessions, web_sessions, audit, admin (tokens, users seen). A second implementation
+(PostgreSQL, for several relays) would offer the same methods.
 """
 
+from .admin import AdminQueries, TokenNameTaken
 from .audit import AuditQueries
 from .desktop_sessions import DesktopSessionQueries
 from .records import (
@@ -17,14 +19,17 @@ from .records import (
     STARTING,
     STOPPED,
     STOPPING,
+    AdminToken,
     DesktopSession,
+    SeenUser,
+    SessionFilter,
     StoreError,
     WebSession,
 )
 from .web_sessions import WebSessionQueries
 
 
-class SQLiteStore(DesktopSessionQueries, WebSessionQueries, AuditQueries):
+class SQLiteStore(DesktopSessionQueries, WebSessionQueries, AuditQueries, AdminQueries):
     """Asynchronous access to the SQLite database; every method returns a Deferred."""
 
 
@@ -37,8 +42,12 @@ __all__ = [
     "STARTING",
     "STOPPED",
     "STOPPING",
+    "AdminToken",
     "DesktopSession",
     "SQLiteStore",
+    "SeenUser",
+    "SessionFilter",
     "StoreError",
+    "TokenNameTaken",
     "WebSession",
 ]

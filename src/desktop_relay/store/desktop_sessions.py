@@ -12,7 +12,7 @@ from twisted.internet.defer import Deferred
 
 from ..capacity import CapacityLimits, Claim, DoesNotFit, QueueFull, SessionLimitReached, choose_starts
 from .connection import SQLiteConnection, execute
-from .records import ACTIVE_STATES, HOLDING_STATES, QUEUED, STARTING, STOPPING, DesktopSession
+from .records import ACTIVE_STATES, HOLDING_STATES, QUEUED, STARTING, STOPPING, DesktopSession, SessionFilter
 
 
 class DesktopSessionQueries(SQLiteConnection):
@@ -160,6 +160,42 @@ class DesktopSessionQueries(SQLiteConnection):
             return _one(c, "SELECT * FROM desktop_sessions WHERE id = ?", (session_id,))
 
         return self._run(update)
+
+    def find_sessions(
+        self, wanted: SessionFilter, limit: int, after: tuple[float, str] | None = None
+    ) -> Deferred[list[DesktopSession]]:
+        """Sessions matching a filter, newest first, at most `limit`; `after` is the (created, id)
+        of the previous page's last session."""
+        conditions, params = _conditions(wanted)
+        if after is not None:
+            conditions.append("(created < ? OR (created = ? AND id < ?))")
+            params += [after[0], after[0], after[1]]
+        where = ("WHERE " + " AND ".join(conditions)) if conditions else ""
+        return self._run(
+            lambda c: _all(
+                c, f"SELECT * FROM desktop_sessions {where} ORDER BY created DESC, id DESC LIMIT ?", [*params, limit]
+            )
+        )
+
+
+def _conditions(wanted: SessionFilter) -> tuple[list[str], list[Any]]:
+    conditions: list[str] = []
+    params: list[Any] = []
+    for column, value in (("owner", wanted.owner), ("desktop", wanted.desktop), ("state", wanted.state)):
+        if value is not None:
+            conditions.append(f"{column} = ?")
+            params.append(value)
+    if wanted.created_before is not None:
+        conditions.append("created < ?")
+        params.append(wanted.created_before)
+    if wanted.created_after is not None:
+        conditions.append("created > ?")
+        params.append(wanted.created_after)
+    if wanted.idle_since is not None:
+        # A session nobody has typed in yet has been idle since it became ready.
+        conditions.append("COALESCE(last_input, ready_at) < ?")
+        params.append(wanted.idle_since)
+    return conditions, params
 
 
 def _marks(values: Iterable[Any]) -> str:

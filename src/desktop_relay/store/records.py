@@ -1,4 +1,5 @@
-"""The values the store keeps: desktop sessions with their states, signed-in browsers."""
+"""The values the store keeps: desktop sessions with their states, signed-in browsers, admin
+tokens, the users seen."""
 
 from __future__ import annotations
 
@@ -49,6 +50,43 @@ class WebSession:
     created: float
     last_seen: float
     role: str = "pupil"
+
+
+@attr.s(frozen=True, auto_attribs=True)
+class AdminToken:
+    """A bearer token for the admin API, known by its name; only its hash is kept."""
+
+    name: str
+    token_hash: str = attr.ib(repr=False)
+    scope: str  # "read" or "write"
+    created: float
+    revoked: float | None = None
+    last_used: float | None = None
+
+
+@attr.s(frozen=True, auto_attribs=True)
+class SeenUser:
+    """Someone who signed in, as of their last sign-in."""
+
+    user_id: str
+    display_name: str
+    groups: frozenset[str]
+    role: str
+    first_seen: float
+    last_sign_in: float
+
+
+@attr.s(frozen=True, auto_attribs=True)
+class SessionFilter:
+    """Which desktop sessions an admin asks for; None means any."""
+
+    owner: str | None = None
+    desktop: str | None = None
+    state: str | None = None
+    created_before: float | None = None
+    created_after: float | None = None
+    # Sessions whose last input (or, without input, their readiness) is older than this.
+    idle_since: float | None = None
 
 
 class StoreError(Exception):

@@ -67,6 +67,12 @@ class WebSessionQueries(SQLiteConnection):
             lambda c: execute(c, "DELETE FROM web_sessions WHERE token_hash = ?", (token_hash,))
         )
 
+    def delete_web_sessions_of(self, user_id: str) -> Deferred[int]:
+        """Sign a user out of every browser; returns how many were signed in."""
+        return self._run(
+            lambda c: c.execute("DELETE FROM web_sessions WHERE user_id = ?", (user_id,)).rowcount
+        )
+
     def count_web_sessions(self, user_id: str) -> Deferred[int]:
         """How many browsers a user is signed in with."""
         return self._run(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Generator
 from typing import Any
 from urllib.parse import urlencode
@@ -30,12 +29,11 @@ from .responses import (
     Problem,
     json_response,
     problem_response,
+    read_json_body,
     routing_problem_response,
     unexpected_error_response,
 )
 
-# Larger bodies are refused before parsing: the API takes a desktop name, nothing more.
-MAX_BODY = 16 * 1024
 # How many past sessions a user sees; older ones stay in the database for the audit trail.
 RECENT_SESSIONS = 20
 # The longest a long-poll (?wait=) is held open; below the usual proxy timeouts.
@@ -260,17 +258,7 @@ def _arg(request: IRequest, name: bytes) -> str | None:
 
 
 def _desktop_from_body(request: IRequest) -> str:
-    content_type = (request.getHeader(b"content-type") or b"").split(b";")[0].strip().lower()
-    if content_type != b"application/json":
-        raise Problem(415, "unsupported-media-type", "JSON expected",
-                      "Send the request body as application/json.")
-    body = request.content.read(MAX_BODY + 1)
-    if len(body) > MAX_BODY:
-        raise Problem(413, "body-too-large", "Request body too large")
-    try:
-        value = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
-        raise Problem(400, "malformed-json", "Malformed JSON", "The request body is not valid JSON.") from None
+    value = read_json_body(request)
     if not isinstance(value, dict) or not isinstance(value.get("desktop"), str) or not value["desktop"]:
         raise Problem(422, "invalid-request", "Invalid request",
                       'The body must be an object like {"desktop": "NAME"}.')

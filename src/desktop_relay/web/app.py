@@ -1,4 +1,5 @@
-"""The relay's root web resource: sign-in pages, the dashboard, /api/ and the /desktop/ID/ routes.
+"""The relay's root web resource: sign-in pages, the dashboard, /api/admin/, /api/ and the
+/desktop/ID/ routes.
 
 Sign-in is one of three methods ([auth] method): the relay's own form (local accounts), the
 OpenID Connect code flow (/login → provider → /login/callback), or headers set by a trusted
@@ -35,8 +36,10 @@ from ..lifecycle import DesktopSessions
 from ..lifecycle.reasons import SIGNED_OUT
 from ..relay.assets import AssetRelay
 from ..relay.websocket import CLOSE_SIGNED_OUT, DesktopBridgeFactory
-from ..store import SQLiteStore, WebSession
+from ..store import SeenUser, SQLiteStore, WebSession
 from .access import DesktopAccess
+from .admin import AdminAPI
+from .admin.auth import not_found
 from .api import UserAPI
 from .guard import RequestGuard
 from .responses import (
@@ -57,7 +60,7 @@ def _safe_next(target: str | None) -> str:
 
 
 class RelayWeb:
-    """Klein routes for pages and desktops; the user API is mounted at /api/."""
+    """Klein routes for pages and desktops; the admin API is mounted at /api/admin/, the user API at /api/."""
 
     app = Klein()
     _log = Logger()
@@ -78,6 +81,7 @@ class RelayWeb:
         bridges: DesktopBridgeFactory,
         sessions: DesktopSessions,
         store: SQLiteStore,
+        admin: AdminAPI | None = None,
     ) -> None:
         if (authenticator, oidc, headers).count(None) != 2:
             raise ValueError("exactly one sign-in method: authenticator, oidc or headers")
@@ -91,6 +95,7 @@ class RelayWeb:
         # Binds a pending OpenID sign-in to the browser that began it (see auth/oidc.py).
         self._sign_in_cookie = b"__Host-desktop-relay-signin" if guard.sessions.secure else b"desktop-relay-signin"
         self._api = api.app.resource()
+        self._admin = admin.app.resource() if admin is not None else None
         self._access = access
         self._assets = assets
         self._bridges = bridges
@@ -110,6 +115,14 @@ class RelayWeb:
     @app.handle_errors(Exception)
     def _unexpected(self, request: IRequest, failure: Any) -> bytes:
         return unexpected_error_response(request, failure)
+
+    @app.route("/api/admin/", branch=True)
+    def admin_api(self, request: Request):  # type: ignore[no-untyped-def]
+        if self._admin is None:
+            raise not_found()
+        # /api/admin/ itself: the admin API sees "/" (an empty path would be redirected to itself).
+        request.postpath = request.postpath or [b""]
+        return self._admin
 
     @app.route("/api/", branch=True)
     def api(self, request: IRequest):  # type: ignore[no-untyped-def]
@@ -193,6 +206,11 @@ class RelayWeb:
         # Groups, and so the role, are taken afresh at every sign-in.
         identity = self._roles.assign(identity)
         yield self._guard.sessions.begin(request, identity)
+        now = self._sessions.now()
+        # For the admin API: who has used the relay, and their groups (stop-by-group goes by them).
+        yield self._store.user_signed_in(
+            SeenUser(identity.user_id, identity.display_name, identity.groups, identity.role, now, now)
+        )
         self._log.info(
             "{user} signed in with {method} from {address} as {role}, groups {groups}",
             user=identity.user_id, method=method, address=self._guard.client_address(request),

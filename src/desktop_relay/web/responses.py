@@ -14,6 +14,8 @@ from twisted.web.iweb import IRequest
 from werkzeug.exceptions import HTTPException
 
 PROBLEM_TYPE_PREFIX = "urn:desktop-relay:problem:"
+# Larger request bodies are refused before parsing: the API's bodies are a name or two.
+MAX_BODY = 16 * 1024
 
 _log = Logger()
 
@@ -70,6 +72,21 @@ def problem_response(request: IRequest, problem: Problem) -> bytes:
     request.setHeader(b"Cache-Control", b"no-store")
     request.setHeader(b"X-Content-Type-Options", b"nosniff")
     return json.dumps(problem.body(request.path.decode("utf-8", "replace"))).encode("utf-8")
+
+
+def read_json_body(request: IRequest, max_body: int = MAX_BODY) -> Any:
+    """A request's JSON body: 415 unless it is application/json, 413 over max_body, 400 unless JSON."""
+    content_type = (request.getHeader(b"content-type") or b"").split(b";")[0].strip().lower()
+    if content_type != b"application/json":
+        raise Problem(415, "unsupported-media-type", "JSON expected",
+                      "Send the request body as application/json.")
+    body = request.content.read(max_body + 1)
+    if len(body) > max_body:
+        raise Problem(413, "body-too-large", "Request body too large")
+    try:
+        return json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        raise Problem(400, "malformed-json", "Malformed JSON", "The request body is not valid JSON.") from None
 
 
 def render_page(request: IRequest, template: str, status: int = 200, **values: str) -> bytes:
