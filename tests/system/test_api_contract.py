@@ -14,13 +14,14 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import docker
 import pytest
 import requests
 import schemathesis
 from hypothesis import HealthCheck, settings
-from relay_harness import LABEL_INSTANCE, RelayProcess, subprocess_env
+from relay_harness import LABEL_INSTANCE, Browser, RelayProcess, subprocess_env
 from schemathesis.specs.openapi.checks import allow_header_conformance, ignored_auth, positive_data_acceptance
 
 from desktop_relay.web.openapi import ADMIN_PREFIX, admin_document, user_document
@@ -42,11 +43,41 @@ def contract_relay(tmp_path_factory: pytest.TempPathFactory, docker_client: dock
 
 
 @pytest.fixture(scope="module")
-def pupil_cookies(contract_relay: RelayProcess) -> dict[str, str]:
-    """A signed-in pupil's cookie."""
-    pupil = contract_relay.client()
-    pupil.login("alice")
+def pupil(contract_relay: RelayProcess) -> Browser:
+    """A signed-in pupil, alice."""
+    browser = contract_relay.client()
+    browser.login("alice")
+    return browser
+
+
+@pytest.fixture(scope="module")
+def pupil_cookies(pupil: Browser) -> dict[str, str]:
     return dict(pupil.http.cookies.items())
+
+
+def conforms(document: dict[str, Any], path: str, response: requests.Response) -> requests.Response:
+    """The response, once schemathesis found it as the document says (status, headers, body)."""
+    schemathesis.openapi.from_dict(document)[path][response.request.method or "GET"].validate_response(response)
+    return response
+
+
+def test_a_real_sessions_life_answers_as_documented(pupil: Browser) -> None:
+    """Generated ids never meet a real session: one is started, waited for, watched and stopped."""
+    document = user_document()
+    one = "/api/sessions/{session_id}"
+    started = conforms(document, "/api/sessions", pupil.api("POST", "/sessions", {"desktop": "demo"}))
+    assert started.status_code == 202
+    session = started.json()
+    again = conforms(document, "/api/sessions", pupil.api("POST", "/sessions", {"desktop": "demo"}))
+    assert again.status_code == 200 and again.json()["id"] == session["id"]
+    ready = conforms(document, one, pupil.api("GET", f"/sessions/{session['id']}?wait=ready"))
+    assert ready.json()["state"] == "ready"
+    stale = conforms(document, one, pupil.api("GET", f"/sessions/{session['id']}?wait=change&since={session['updated']}"))
+    assert stale.json()["updated"] != session["updated"]
+    conforms(document, "/api/sessions", pupil.api("GET", "/sessions"))
+    stopped = conforms(document, one, pupil.api("DELETE", f"/sessions/{session['id']}"))
+    assert stopped.json()["state"] == "stopped" and stopped.json()["end_reason"] == "user"
+    conforms(document, one, pupil.api("DELETE", f"/sessions/{session['id']}"))
 
 
 def test_the_relay_serves_the_document_these_tests_use(contract_relay: RelayProcess,
@@ -99,6 +130,26 @@ def test_an_admin_token_is_served_the_whole_document(contract_relay: RelayProces
     served = requests.get(contract_relay.url + "/api/openapi.json", timeout=10,
                           headers={"Authorization": f"Bearer {writer_token}"})
     assert served.status_code == 200 and served.json() == admin_document()
+
+
+@needs_admin_api
+def test_a_real_session_answers_the_admin_as_documented(pupil: Browser, contract_relay: RelayProcess,
+                                                         writer_token: str) -> None:
+    document = admin_document()
+    admin = requests.Session()
+    admin.headers["Authorization"] = f"Bearer {writer_token}"
+    session = pupil.api("POST", "/sessions", {"desktop": "demo"}).json()
+    one = "/api/admin/sessions/{session_id}"
+    url = f"{contract_relay.url}/api/admin/sessions"
+    listed = conforms(document, "/api/admin/sessions", admin.get(url, params={"user": "alice"}, timeout=10))
+    assert session["id"] in [s["id"] for s in listed.json()["items"]]
+    conforms(document, one, admin.get(f"{url}/{session['id']}", timeout=10))
+    conforms(document, "/api/admin/users/{user_id}", admin.get(f"{contract_relay.url}/api/admin/users/alice", timeout=10))
+    conforms(document, "/api/admin/users", admin.get(f"{contract_relay.url}/api/admin/users", timeout=10))
+    stopped = conforms(document, one, admin.delete(f"{url}/{session['id']}", timeout=30))
+    assert stopped.json()["end_reason"] == "admin"
+    again = conforms(document, one, admin.delete(f"{url}/{session['id']}", timeout=30))
+    assert again.status_code == 409 and again.json()["type"] == "urn:desktop-relay:problem:already-ended"
 
 
 # schemathesis refuses a test without operations: there is none before the admin API exists.
