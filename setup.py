@@ -26,6 +26,9 @@ setup(
         # ID token and JWKS handling for OpenID Connect (JWS/JWK/JWT per the RFCs), by the Authlib
         # authors; maintained, typed, and refuses "none" and key/algorithm confusion.
         "joserfc>=1.0",
+        # Prometheus metrics: the reference client, well kept by the Prometheus project; its
+        # Twisted MetricsResource serves /metrics, its registries keep each relay's apart.
+        "prometheus_client>=0.17",
     ],
     extras_require={
         "test": [

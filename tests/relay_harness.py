@@ -102,6 +102,8 @@ class RelayProcess:
         self.directory = directory
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        self.metrics_port = free_port()
+        self.metrics_url = f"http://127.0.0.1:{self.metrics_port}/metrics"
         self.instance = "test-" + secrets.token_hex(4)
         self.log_path = directory / "relay.log"
         self.process: subprocess.Popen[bytes] | None = None
@@ -115,6 +117,8 @@ class RelayProcess:
                       "instance": self.instance, "database": str(directory / "var" / "relay.sqlite3")},
             "docker": {"start_timeout": "30s", "stop_timeout": "2s"},
             "auth": {"password_file": str(self.password_file)},
+            # Each relay its own port: the default 9118 would be taken by the first.
+            "metrics": {"listen": f"tcp:{self.metrics_port}:interface=127.0.0.1"},
             "desktop:demo": {"image": IMAGE, "title": "Demo desktop", "groups": "*", "memory": "512m",
                              "pids_limit": "256"},
         }

@@ -128,6 +128,11 @@ class RelayConfig:
     header: HeaderSettings | None
     admin_groups: frozenset[str]
     teacher_groups: frozenset[str]
+    # [metrics] listen (None: off) and the bearer token scrapes must carry (None: none needed).
+    metrics_listen: str | None = None
+    metrics_token: str | None = attr.ib(default=None, repr=False)
+    # [relay] log_format: "text" (twistd's lines) or "json" (one JSON object per line).
+    log_format: str = "text"
 
     @property
     def secure_cookies(self) -> bool:
@@ -152,6 +157,7 @@ _RELAY_DEFAULTS = {
     "instance": "default",
     "database": "var/relay.sqlite3",
     "trusted_proxies": "",
+    "log_format": "text",
 }
 _DOCKER_DEFAULTS = {
     "url": "",
@@ -225,6 +231,10 @@ _DESKTOP_DEFAULTS = {
     "idle_warning": "5m",
     "max_sessions": "off",
 }
+_METRICS_DEFAULTS = {
+    "listen": "tcp:9118:interface=127.0.0.1",
+    "token_file": "",
+}
 _SECTIONS = {
     "relay": _RELAY_DEFAULTS,
     "docker": _DOCKER_DEFAULTS,
@@ -234,6 +244,7 @@ _SECTIONS = {
     "roles": _ROLES_DEFAULTS,
     "sessions": _SESSIONS_DEFAULTS,
     "websocket": _WEBSOCKET_DEFAULTS,
+    "metrics": _METRICS_DEFAULTS,
 }
 # Environment variables the relay sets itself; a desktop section may not override them.
 _RESERVED_ENVIRONMENT = frozenset({"VNC_PW", "NO_VNC_PORT"})
@@ -479,6 +490,12 @@ def load_config(path: str | os.PathLike[str]) -> RelayConfig:
         header=None,
         admin_groups=reader.value("roles", "admin_groups", _ROLES_DEFAULTS, _word_set),
         teacher_groups=reader.value("roles", "teacher_groups", _ROLES_DEFAULTS, _word_set),
+        metrics_listen=reader.value("metrics", "listen", _METRICS_DEFAULTS, _off(_endpoint)),
+        metrics_token=(
+            _secret_from_file(reader, "metrics", "token_file", _METRICS_DEFAULTS)
+            if reader.raw("metrics", "token_file", _METRICS_DEFAULTS) else None
+        ),
+        log_format=reader.value("relay", "log_format", r, _log_format),
     )
     if config.auth_method == "oidc":
         config = attr.evolve(config, oidc=_read_oidc(reader))
@@ -491,6 +508,18 @@ def load_config(path: str | os.PathLike[str]) -> RelayConfig:
         config = attr.evolve(config, header=_read_header(reader))
     _check_safety(reader, config)
     return config
+
+
+def _endpoint(text: str) -> str:
+    if not re.match(r"^[a-z0-9]+:", text):
+        raise ValueError("must be a Twisted endpoint such as tcp:9118:interface=127.0.0.1, or off")
+    return text
+
+
+def _log_format(text: str) -> str:
+    if text not in ("text", "json"):
+        raise ValueError("must be text or json")
+    return text
 
 
 def _auth_method(text: str) -> str:
@@ -662,3 +691,13 @@ def _check_safety(reader: _Reader, config: RelayConfig) -> None:
             "public_url",
             "plain http is only allowed for a loopback demo; use https:// behind Apache",
         )
+    metrics = config.metrics_listen
+    if metrics is not None and config.metrics_token is None and not metrics.startswith("unix:"):
+        # TLS does not say who is asking: beyond loopback, only a token keeps the numbers private.
+        interface = _listen_interface(metrics)
+        if interface is None or not _is_loopback_host(interface.strip("[]")):
+            raise reader.fail(
+                "metrics", "listen",
+                "listens beyond loopback without a token: set token_file (scrapes then need "
+                "Authorization: Bearer), or listen on 127.0.0.1",
+            )

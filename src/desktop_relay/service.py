@@ -27,6 +27,7 @@ from .capacity import CapacityLimits
 from .config import ConfigError, RelayConfig
 from .engine import DockerProvisioner, docker_threadpool
 from .lifecycle import DesktopSessions, LifecycleService
+from .metrics import RelayMetrics, metrics_root
 from .readiness import ReadinessProbe
 from .relay.assets import AssetRelay
 from .relay.client_cache import ClientFileCache
@@ -43,6 +44,13 @@ from .web.admin.users import UsersAdmin
 from .web.api import UserAPI
 from .web.app import RelayWeb
 from .web.guard import RequestGuard
+
+
+class _ScrapeSite(Site):
+    """The metrics listener's site: a scrape every few seconds is not worth a log line."""
+
+    def log(self, request: Any) -> None:
+        pass
 
 
 class RelayService(MultiService):
@@ -78,12 +86,13 @@ class RelayService(MultiService):
                 raise ConfigError(f"{config.source}: [auth] password_file: {e}") from None
 
         self.store = SQLiteStore(config.database, reactor)
+        self.metrics = RelayMetrics(desktops=config.desktops)
         # Docker SDK calls block; they get their own bounded pool, never the reactor's shared one.
         # One thread more than configured: the engine's event stream holds one for good.
         self._docker_pool = docker_threadpool(config.docker_threads + 1)
         provisioner = DockerProvisioner(
             reactor=reactor, threadpool=self._docker_pool, url=config.docker_url, port_range=config.port_range,
-            timeout=max(1, round(config.engine_timeout)),
+            timeout=max(1, round(config.engine_timeout)), metrics=self.metrics,
         )
         self.web_sessions = WebSessions(
             self.store, reactor, secure=config.secure_cookies,
@@ -98,6 +107,7 @@ class RelayService(MultiService):
             ping_interval=config.ws_ping_interval,
             open_timeout=config.ws_open_timeout,
             on_input=lambda session_id: self.sessions.input_seen(session_id),
+            metrics=self.metrics,
         )
         self.sessions = DesktopSessions(
             store=self.store,
@@ -120,6 +130,7 @@ class RelayService(MultiService):
             on_session_ended=lambda session_id, reason: self.bridges.close_session(
                 session_id, CLOSE_SESSION_STOPPED, reason
             ),
+            metrics=self.metrics,
         )
         self.lifecycle = LifecycleService(
             self.sessions, self.store, reactor,
@@ -127,6 +138,7 @@ class RelayService(MultiService):
             reconcile_interval=config.reconcile_interval,
             activity_write_interval=config.activity_write_interval,
             memory_budget_auto=config.memory_budget_auto,
+            metrics=self.metrics,
         )
         self.access = DesktopAccess(self.store, self.sessions, guard)
         # relay.ini again on SIGHUP or POST /api/admin/reload: desktops and session limits.
@@ -153,6 +165,7 @@ class RelayService(MultiService):
             bridges=self.bridges,
             sessions=self.sessions,
             store=self.store,
+            metrics=self.metrics,
             admin=admin,
         )
         site = Site(web.app.resource())
@@ -160,7 +173,19 @@ class RelayService(MultiService):
         self._listener = StreamServerEndpointService(serverFromString(reactor, config.listen), site)
         # A port that cannot be bound is fatal: twistd should exit, not run without listening.
         self._listener._raiseSynchronously = True
+        self._listeners = [(self._listener, config.listen)]
+        if config.metrics_listen is not None:
+            # Its own Site, never the public one: Apache does not reach it.
+            metrics_site = _ScrapeSite(metrics_root(self.metrics.registry, config.metrics_token))
+            metrics_site.displayTracebacks = False
+            metrics_listener = StreamServerEndpointService(
+                serverFromString(reactor, config.metrics_listen), metrics_site
+            )
+            metrics_listener._raiseSynchronously = True
+            self._listeners.append((metrics_listener, config.metrics_listen))
         self._purger = TimerService(300, self.web_sessions.purge)
+        # Long bridges' bytes reach the metrics at least this often, not only when they close.
+        self._byte_counter = TimerService(10, self.bridges.count_bytes)
         self._ready: Deferred[None] | None = None
 
     def startService(self) -> None:
@@ -190,12 +215,16 @@ class RelayService(MultiService):
         self.lifecycle.setServiceParent(self)
         self._purger.setServiceParent(self)
         self._sighup.accepting = True
-        try:
-            self._listener.setServiceParent(self)
-        except Exception:  # noqa: BLE001 - a relay that cannot listen must not pretend to run
-            self._log.failure("cannot listen on {listen}", listen=self.config.listen)
-            self._reactor.stop()
-            return
+        self._byte_counter.setServiceParent(self)
+        for listener, listen in self._listeners:
+            try:
+                listener.setServiceParent(self)
+            except Exception:  # noqa: BLE001 - a relay that cannot listen must not pretend to run
+                self._log.failure("cannot listen on {listen}", listen=listen)
+                self._reactor.stop()
+                return
+        if self.config.metrics_listen is not None:
+            self._log.info("metrics at /metrics on {listen}", listen=self.config.metrics_listen)
         self._log.info("desktop-relay ready at {url} (instance {instance})",
                        url=self.config.public_url, instance=self.config.instance)
 

@@ -45,12 +45,13 @@ def test_user_reaches_their_desktop_and_gets_a_live_vnc_stream(
     ports = container.attrs["NetworkSettings"]["Ports"]["6901/tcp"]
     assert {binding["HostIp"] for binding in ports} == {"127.0.0.1"}
 
-    # The entry page sends the client to itself with the WebSocket path under the session's prefix.
+    # The entry is the relay's session page; the web client, with the WebSocket path under the
+    # session's prefix, is its frame.
     assert alice.get(f"/desktop/{sid}").status_code == 301
     entry = alice.get(f"/desktop/{sid}/")
-    assert entry.status_code == 302
-    assert f"path=desktop%2F{sid}%2Fwebsockify" in entry.headers["Location"]
-    page = alice.get(entry.headers["Location"])
+    assert entry.status_code == 200 and "session.js" in entry.text
+    assert session["client_url"] == f"/desktop/{sid}/?path=desktop%2F{sid}%2Fwebsockify&autoconnect=1&resize=remote&reconnect=1"
+    page = alice.get(session["client_url"])
     assert page.status_code == 200 and "noVNC" in page.text
     assert "www-authenticate" not in {h.lower() for h in page.headers}
     script = alice.get(f"/desktop/{sid}/core/rfb.js")

@@ -30,6 +30,7 @@ from twisted.web.server import Site
 from zope.interface import implementer
 
 from desktop_relay.backend import Backend
+from desktop_relay.metrics import RelayMetrics
 from desktop_relay.relay.websocket import (
     CLOSE_CONTAINER_GONE,
     CLOSE_GOING_AWAY,
@@ -251,6 +252,7 @@ def relay_maker(container_cert: PrivateCertificate) -> Callable[..., defer.Defer
         max_message_size: int = MAX_MESSAGE,
         open_timeout: float = 5,
         on_input: Callable[[str], None] | None = None,
+        metrics: RelayMetrics | None = None,
     ) -> Relay:
         reactor = _reactor()
         container = FakeContainer(subprotocol=subprotocol)
@@ -279,6 +281,7 @@ def relay_maker(container_cert: PrivateCertificate) -> Callable[..., defer.Defer
             ping_interval=30,
             open_timeout=open_timeout,
             **({"on_input": on_input} if on_input is not None else {}),
+            metrics=metrics,
         )
         desktop = Resource()
         session = Resource()
@@ -311,6 +314,29 @@ async def test_banner_sent_on_open_reaches_the_browser_first_and_messages_copy_b
     assert await browser.messages.get() == ("text ü".encode(), False)
     (bridge,) = relay.factory.bridges_for_session("s1")
     assert bridge.bytes_to_container == 8 + len("text ü".encode())
+
+
+@pytest_twisted.ensureDeferred
+async def test_bridge_metrics_count_open_bridges_bytes_each_way_and_the_close_code(relay_maker):
+    metrics = RelayMetrics()
+    relay = await relay_maker(metrics=metrics)
+    value = metrics.registry.get_sample_value
+    browser = await relay.browser()
+    assert await browser.messages.get() == (BANNER, True)
+    browser.sendMessage(b"\x00\x01binary", isBinary=True)
+    assert await browser.messages.get() == (b"\x00\x01binary", True)
+    assert value("desktop_relay_bridges_open") == 1
+    relay.factory.count_bytes()  # the periodic count, for a bridge still open
+    assert value("desktop_relay_bridge_bytes_total", {"direction": "to_container"}) == 8
+    (bridge,) = relay.factory.bridges_for_session("s1")
+    browser.sendClose(4321, "tab closed")
+    await browser.closed
+    await bridge.when_gone()
+    assert value("desktop_relay_bridges_open") == 0
+    assert value("desktop_relay_bridge_closes_total", {"code": "4321"}) == 1
+    # Counted once: what the periodic count took is not counted again at the close.
+    assert value("desktop_relay_bridge_bytes_total", {"direction": "to_container"}) == 8
+    assert value("desktop_relay_bridge_bytes_total", {"direction": "to_browser"}) == len(BANNER) + 8
 
 
 @pytest_twisted.ensureDeferred
@@ -379,6 +405,22 @@ async def test_container_refusing_means_502_for_the_browser_not_101(relay_maker,
     assert browser.status == 502
     assert "401" in browser.http_status_line
     assert relay.factory.bridge_count == 0
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_upgrade_refused_for_its_container_leaves_no_open_bridge_in_the_metrics(relay_maker):
+    metrics = RelayMetrics()
+    relay = await relay_maker(listen=False, metrics=metrics)
+    browser = await relay.browser(expect_open=False)
+    await browser.closed
+    assert browser.status == 502
+    for _ in range(20):
+        if metrics.registry.get_sample_value("desktop_relay_bridges_open") == 0:
+            break
+        await _sleep(0.05)
+    assert metrics.registry.get_sample_value("desktop_relay_bridges_open") == 0
+    # A refusal is an HTTP answer, not a bridge that closed.
+    assert [s for m in metrics.registry.collect() for s in m.samples if s.name.endswith("closes_total")] == []
 
 
 @pytest_twisted.ensureDeferred

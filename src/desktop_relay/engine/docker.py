@@ -32,6 +32,7 @@ from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 from zope.interface import implementer
 
+from ..metrics import RelayMetrics
 from ._docker_common import LOOPBACK, PORT_KEY, api_reason, container_info_from_inspect, container_name, shorten
 from .docker_events import EventFollower
 from .docker_sweeper import LEFTOVER_WATCH, LeftoverSweeper
@@ -60,6 +61,10 @@ _DEFAULT_ENGINE = "unix:///var/run/docker.sock"
 # How long a start waits for an abandoned create of the same session to finish, so that it can
 # remove what that made.
 _LEFTOVER_CONFLICT_WAIT = 5.0
+
+def _operation_name(operation: Callable[..., object]) -> str:
+    """The metrics' name of an engine call: `_inspect_blocking` is "inspect"."""
+    return getattr(operation, "__name__", "call").strip("_").removesuffix("_blocking")
 
 def docker_threadpool(size: int) -> ThreadPool:
     """A bounded pool for blocking Docker SDK calls, kept apart from the reactor's shared pool
@@ -116,18 +121,20 @@ class DockerProvisioner:
         port_range: tuple[int, int] | None = None,
         timeout: float = 60,
         leftover_watch: float = LEFTOVER_WATCH,
+        metrics: RelayMetrics | None = None,
     ) -> None:
         """`reactor` also provides IReactorTime. `url` None means: as `docker.from_env()` would
         (DOCKER_HOST, context, socket). `port_range` (low, high) makes the engine pick host
         ports in that range. `timeout` bounds each engine request, in seconds (a stop adds its
         own grace time); the event stream's waits for events are not bounded. For
         `leftover_watch` seconds after a start timed out, the provisioner removes the container
-        the engine may still create for it."""
+        the engine may still create for it. `metrics` is told each call's duration and failures."""
         self._reactor = reactor
         self._pool = threadpool
         self._url = url
         self._port_range = port_range
         self._timeout = timeout
+        self._metrics = metrics or RelayMetrics()
         self._client: docker.DockerClient | None = None
         self._client_lock = threading.Lock()
         # One reactor for threads and for time, as said above; a zope interface type cannot
@@ -194,7 +201,7 @@ class DockerProvisioner:
 
     def memory_total(self) -> Deferred[int]:
         """The engine's memory in bytes, as `docker info` reports it."""
-        return self._in_thread(lambda api: int(api.info()["MemTotal"]))
+        return self._in_thread(self._info_blocking)
 
     def image_present(self, image: str) -> Deferred[bool]:
         """Whether the engine has the image, as `docker image inspect` would find it."""
@@ -242,13 +249,27 @@ class DockerProvisioner:
 
     def _guarded(self, operation: Callable[..., T], *args: Any, quiet: bool = False) -> T:
         """Run `operation(api, *args)` in a worker thread, translating engine outages (and
-        logging them, unless `quiet`)."""
+        logging them, unless `quiet`) and telling the metrics how it went. Quiet work (the
+        event stream, the sweeper) retries by itself and is long-lived: only its failures count."""
+        name = _operation_name(operation)
+        began = time.monotonic()
+        try:
+            return self._call(name, operation, *args, quiet=quiet)
+        finally:
+            if not quiet:
+                self._metrics.docker_call(name, time.monotonic() - began)
+
+    def _call(self, name: str, operation: Callable[..., T], *args: Any, quiet: bool) -> T:
         try:
             return operation(self._api(), *args)
+        except ContainerStartFailed:
+            self._metrics.docker_error(name, "refused")
+            raise
         except APIError as e:
             # The engine answered, so it is reachable; but an internal error is still one the
             # caller can only answer with "try again later".
             if not e.is_server_error():
+                self._metrics.docker_error(name, "refused")
                 raise
             error = ContainerEngineUnavailable(
                 f"Docker engine at {self.engine_address} failed: {api_reason(e)}"
@@ -264,6 +285,7 @@ class DockerProvisioner:
                 # Connect afresh (and check the version again) to an engine that may have been
                 # replaced; a hung one is better not asked twice.
                 self._forget_client()
+        self._metrics.docker_error(name, "timed_out" if isinstance(error, ContainerEngineTimedOut) else "unavailable")
         if not quiet:
             self._reactor.callFromThread(self._log.warn, "{reason}", reason=str(error), engine=self.engine_address)
         raise error from cause
@@ -474,6 +496,9 @@ class DockerProvisioner:
             container_id=container_id[:12],
             session=spec.session_id,
         )
+
+    def _info_blocking(self, api: docker.APIClient) -> int:
+        return int(api.info()["MemTotal"])
 
     def _inspect_blocking(self, api: docker.APIClient, container_id: str) -> ContainerInfo | None:
         try:

@@ -81,7 +81,7 @@ class EventFollower:
     def connect(self) -> None:
         """Open the stream (again) in a pool thread."""
         self._retry = None
-        self._reading = self._provisioner._in_thread_quietly(self._read_blocking)
+        self._reading = self._provisioner._in_thread_quietly(self._events_blocking)
         self._reading.addBoth(self._ended)
 
     def stop(self) -> Deferred[None]:
@@ -100,7 +100,7 @@ class EventFollower:
         self._reading.addBoth(lambda _: done.callback(None))
         return done
 
-    def _read_blocking(self, api: docker.APIClient) -> str:
+    def _events_blocking(self, api: docker.APIClient) -> str:
         stream, response = _open_event_stream(api, self._filters, self._provisioner._timeout)
         with self._lock:
             if self._stopping:

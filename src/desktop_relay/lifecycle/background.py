@@ -13,6 +13,7 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from ..engine.interface import ContainerEngineUnavailable, IEventFollower
+from ..metrics import RelayMetrics
 from ..store import SQLiteStore
 from .events import EventHandler
 from .reconcile import reconcile
@@ -37,6 +38,7 @@ class LifecycleService(Service):
         reconcile_interval: float,
         activity_write_interval: float,
         memory_budget_auto: bool,
+        metrics: RelayMetrics | None = None,
     ) -> None:
         self.sessions = sessions
         self._store = store
@@ -44,6 +46,7 @@ class LifecycleService(Service):
         self._check_interval = check_interval
         self._reconcile_interval = reconcile_interval
         self._memory_budget_auto = memory_budget_auto
+        self._metrics = metrics or RelayMetrics()
         self.events = EventHandler(sessions, store, clock)
         self._follower: IEventFollower | None = None
         self._loops = [
@@ -110,6 +113,8 @@ class LifecycleService(Service):
         yield self._learn_budget()
         yield self.sessions.reap()
         yield self.sessions.drain()
+        # The sessions gauge reads this count: a scrape never waits for the database.
+        self._metrics.sessions_counted((yield self._store.count_active()))
 
     def reconcile(self) -> Deferred[None]:
         """Reconcile now, unless a reconcile is already running (then wait for that one)."""

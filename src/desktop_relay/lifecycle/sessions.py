@@ -30,6 +30,7 @@ from ..engine.interface import (
     ContainerStartFailed,
     IContainerProvisioner,
 )
+from ..metrics import RelayMetrics
 from ..store import (
     FAILED,
     QUEUED,
@@ -92,6 +93,7 @@ class DesktopSessions:
         watch: SessionWatch | None = None,
         connected: Callable[[str], int] = lambda session_id: 0,
         on_session_ended: SessionEnded = lambda session_id, reason: None,
+        metrics: RelayMetrics | None = None,
     ) -> None:
         self._store = store
         self.provisioner = provisioner
@@ -108,6 +110,7 @@ class DesktopSessions:
         self.watch = watch or SessionWatch(clock)
         self._connected = connected
         self._on_session_ended = on_session_ended
+        self._metrics = metrics or RelayMetrics()
         # Sessions whose container this process is creating or waiting for: reconcile must
         # not start a second creation or wait for them.
         self._working: dict[str, Deferred[None]] = {}
@@ -244,6 +247,8 @@ class DesktopSessions:
 
     def _launch_all(self, started: list[DesktopSession]) -> None:
         for session in started:
+            # Every start passes through the queue (a start that fits at once waits 0 s).
+            self._metrics.start_left_queue(session.desktop, session.updated - session.created)
             self.watch.changed([session.id])
             self._work(session, self._launch(session))
 
@@ -328,6 +333,7 @@ class DesktopSessions:
                     session.id, now, expect=[STARTING], state=READY, ready_at=now, last_connected=now,
                 )
                 if ready is not None:
+                    self._metrics.start_ready(session.desktop, now - session.created)
                     self._log.info("session {session} is ready after {elapsed:.1f}s",
                                    session=session.id, elapsed=now - session.created)
                     self.watch.changed([session.id])

@@ -46,6 +46,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from desktop_relay.backend import Backend, container_tls_options
+from desktop_relay.metrics import RelayMetrics
 from desktop_relay.relay.rfb import InputClassifier
 
 __all__ = [
@@ -372,6 +373,10 @@ class DesktopBridgeProtocol(_LeanTransportMixin, WebSocketServerProtocol):  # ty
         self._gone_waiters: list[defer.Deferred[None]] = []
         self.bytes_to_browser = 0
         self.bytes_to_container = 0
+        # How much of those the metrics have been told (see DesktopBridgeFactory.count_bytes).
+        self.counted_to_browser = 0
+        self.counted_to_container = 0
+        self._opened = False
         self._close_codes: dict[str, int | None] = {}
         self._unexplained: IDelayedCall | None = None
         self._input = InputClassifier()
@@ -464,6 +469,7 @@ class DesktopBridgeProtocol(_LeanTransportMixin, WebSocketServerProtocol):  # ty
         target = self.target
         assert container is not None and target is not None
         _forget_handshake(self)
+        self._opened = True
         try:
             self._couple(container)
             pending, self._pending = self._pending, []
@@ -654,7 +660,7 @@ class DesktopBridgeProtocol(_LeanTransportMixin, WebSocketServerProtocol):  # ty
     def _maybe_gone(self) -> None:
         if not (self._browser_gone and self._container_gone) or self.target is None:
             return
-        self.factory._unregister(self)
+        self.factory._unregister(self, self._close_codes.get("browser"), self._opened)
         self._log.info(
             "bridge closed {session} for {user}: browser code {browser_code}, container code "
             "{container_code}; {to_browser} bytes to the browser, {to_container} to the container",
@@ -691,6 +697,8 @@ class DesktopBridgeFactory(WebSocketServerFactory):
     :param open_timeout: seconds for the resolver, and again for the container, to answer.
     :param on_input: told the session id whenever a browser's message carried a person's input
         (see :data:`InputListener`); by default nobody is told.
+    :param metrics: told of bridges beginning and ending and of the bytes they relayed; the
+        copying itself never calls it (see :meth:`count_bytes`).
     """
 
     protocol = DesktopBridgeProtocol  # type: ignore[assignment]  # Factory's protocol type is generic
@@ -708,12 +716,14 @@ class DesktopBridgeFactory(WebSocketServerFactory):
         ping_interval: float,
         open_timeout: float,
         on_input: InputListener = _ignore_input,
+        metrics: RelayMetrics | None = None,
     ) -> None:
         # No Server header of ours in the 101: Apache sets its own.
         super().__init__(url=url, server=None, externalPort=None, reactor=reactor)
         self._resolve = resolve
         self.open_timeout = open_timeout
         self.on_input = on_input
+        self._metrics = metrics or RelayMetrics()
         self._bridges: dict[str, set[DesktopBridgeProtocol]] = {}
         self._public_origin = _origin_of(url)
         self.setProtocolOptions(
@@ -795,14 +805,18 @@ class DesktopBridgeFactory(WebSocketServerFactory):
     def _register(self, bridge: DesktopBridgeProtocol) -> None:
         assert bridge.target is not None
         self._bridges.setdefault(bridge.target.session_id, set()).add(bridge)
+        self._metrics.bridge_registered()
 
-    def _unregister(self, bridge: DesktopBridgeProtocol) -> None:
+    def _unregister(self, bridge: DesktopBridgeProtocol, browser_code: int | None, opened: bool) -> None:
         assert bridge.target is not None
         bridges = self._bridges.get(bridge.target.session_id)
-        if bridges is not None:
-            bridges.discard(bridge)
-            if not bridges:
-                del self._bridges[bridge.target.session_id]
+        if bridges is None or bridge not in bridges:
+            return
+        bridges.discard(bridge)
+        if not bridges:
+            del self._bridges[bridge.target.session_id]
+        self._metrics.bytes_relayed(*_uncounted(bridge))
+        self._metrics.bridge_gone(browser_code, opened=opened)
 
     # -- public -------------------------------------------------------------------------
 
@@ -817,6 +831,16 @@ class DesktopBridgeFactory(WebSocketServerFactory):
 
     def _all(self) -> Iterable[DesktopBridgeProtocol]:
         return [b for bridges in self._bridges.values() for b in bridges]
+
+    def count_bytes(self) -> None:
+        """Tell the metrics what the live bridges relayed since the last count (a closing
+        bridge tells its rest itself); called now and then, so long bridges show up too."""
+        to_browser = to_container = 0
+        for bridge in self._all():
+            b, c = _uncounted(bridge)
+            to_browser += b
+            to_container += c
+        self._metrics.bytes_relayed(to_browser, to_container)
 
     def close_session(self, session_id: str, code: int = CLOSE_SESSION_STOPPED, reason: str = "session stopped") -> int:
         """Close every bridge of a session; returns how many were told to close."""
@@ -839,6 +863,15 @@ class DesktopBridgeFactory(WebSocketServerFactory):
         for bridge in bridges:
             bridge.close_bridge(code, reason)
         return defer.gatherResults(gone).addCallback(lambda _: None)
+
+
+def _uncounted(bridge: DesktopBridgeProtocol) -> tuple[int, int]:
+    """The bytes a bridge relayed each way since it was last counted; marks them counted."""
+    to_browser = bridge.bytes_to_browser - bridge.counted_to_browser
+    to_container = bridge.bytes_to_container - bridge.counted_to_container
+    bridge.counted_to_browser = bridge.bytes_to_browser
+    bridge.counted_to_container = bridge.bytes_to_container
+    return (to_browser, to_container)
 
 
 def _origin_of(url: str) -> str:

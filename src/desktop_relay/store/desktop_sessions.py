@@ -95,6 +95,19 @@ class DesktopSessionQueries(SQLiteConnection):
             )
         )
 
+    def count_active(self) -> Deferred[dict[tuple[str, str], int]]:
+        """How many sessions are in each active state, by (state, desktop)."""
+        return self._run(
+            lambda c: {
+                (state, desktop): count
+                for state, desktop, count in c.execute(
+                    f"SELECT state, desktop, COUNT(*) FROM desktop_sessions WHERE state IN ({_marks(ACTIVE_STATES)})"
+                    " GROUP BY state, desktop",
+                    ACTIVE_STATES,
+                )
+            }
+        )
+
     def record_activity(self, clocks: dict[str, tuple[float | None, float | None]]) -> Deferred[None]:
         """Keep sessions' last input and last connected times (only ever moved forward)."""
 

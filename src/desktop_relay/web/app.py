@@ -34,6 +34,7 @@ from ..auth.roles import Roles
 from ..auth.throttle import LoginThrottle
 from ..lifecycle import DesktopSessions
 from ..lifecycle.reasons import SIGNED_OUT
+from ..metrics import RelayMetrics
 from ..relay.assets import AssetRelay
 from ..relay.websocket import CLOSE_SIGNED_OUT, DesktopBridgeFactory
 from ..store import SeenUser, SQLiteStore, WebSession
@@ -50,6 +51,9 @@ from .responses import (
     routing_problem_response,
     unexpected_error_response,
 )
+
+# The metrics' method label for each sign-in method's words in the log.
+_METHOD_LABELS = {"a local account": "local", "OpenID Connect": "oidc", "trusted headers": "header"}
 
 
 def _safe_next(target: str | None) -> str:
@@ -81,6 +85,7 @@ class RelayWeb:
         bridges: DesktopBridgeFactory,
         sessions: DesktopSessions,
         store: SQLiteStore,
+        metrics: RelayMetrics | None = None,
         admin: AdminAPI | None = None,
     ) -> None:
         if (authenticator, oidc, headers).count(None) != 2:
@@ -101,6 +106,7 @@ class RelayWeb:
         self._bridges = bridges
         self._sessions = sessions
         self._store = store
+        self._metrics = metrics or RelayMetrics()
         self._websocket = WebSocketResource(bridges)
         self._static = File(str(files("desktop_relay.web").joinpath("static")))
 
@@ -149,6 +155,7 @@ class RelayWeb:
         if self._headers is not None:
             identity = self._headers.identity(request)
             if identity is None:
+                self._metrics.sign_in("header", "failed")
                 return render_page(
                     request, "signin-error.html", 401, title="Not signed in",
                     message="Your sign-in did not reach this service. Please open it through the "
@@ -192,6 +199,7 @@ class RelayWeb:
         return (yield self._signed_in(request, identity, target, "OpenID Connect"))
 
     def _sign_in_failed(self, request: IRequest, failure: SignInFailed) -> bytes:
+        self._metrics.sign_in("oidc", "failed")
         self._log.warn(
             "sign-in from {address} failed: {kind}: {detail}",
             address=self._guard.client_address(request), kind=type(failure).__name__, detail=failure.detail,
@@ -206,6 +214,7 @@ class RelayWeb:
         # Groups, and so the role, are taken afresh at every sign-in.
         identity = self._roles.assign(identity)
         yield self._guard.sessions.begin(request, identity)
+        self._metrics.sign_in(_METHOD_LABELS[method], "ok")
         now = self._sessions.now()
         # For the admin API: who has used the relay, and their groups (stop-by-group goes by them).
         yield self._store.user_signed_in(
@@ -232,12 +241,14 @@ class RelayWeb:
         wait = self._throttle.retry_after(username, address)
         if wait > 0:
             self._log.warn("login for {user} from {address} throttled", user=username, address=address)
+            self._metrics.sign_in("local", "throttled")
             request.setHeader(b"Retry-After", str(int(wait) + 1).encode())
             return render_page(request, "login.html", 429, next=target, username=username,
                                message=f"Too many failed attempts. Try again in {int(wait) + 1} seconds.")
         identity = yield self._authenticator.authenticate(username, password)
         if identity is None:
             self._throttle.failed(username, address)
+            self._metrics.sign_in("local", "failed")
             self._log.info("failed login for {user} from {address}", user=username, address=address)
             return render_page(request, "login.html", 401, next=target, username=username,
                                message="Wrong user name or password.")
