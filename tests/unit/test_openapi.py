@@ -5,6 +5,7 @@ else is served."""
 from __future__ import annotations
 
 import importlib
+import inspect
 import json
 import pkgutil
 import re
@@ -38,20 +39,28 @@ def klein_routes(app: Klein, prefix: str) -> Iterator[tuple[str, str]]:
                 yield path, method.lower()
 
 
-def admin_groups() -> dict[str, type]:
-    """The admin API's groups as service.py mounts them ({"sessions": SessionsAdmin(...), ...}),
-    each name with its Klein class from the modules of desktop_relay.web.admin."""
+def admin_groups() -> dict[str, Klein]:
+    """The admin API's groups as service.py mounts them, each name with its Klein app: named
+    in the wiring ({"sessions": SessionsAdmin(...).app.resource(), ...}), or by a class's own
+    resources() ({"audit": self.app.resource(), "audit.csv": self.csv_app.resource()})."""
     try:
         package = importlib.import_module("desktop_relay.web.admin")
     except ImportError:
         return {}
-    classes = {}
+    classes: dict[str, type] = {}
     for found in pkgutil.iter_modules(package.__path__):
         module = importlib.import_module(f"{package.__name__}.{found.name}")
         classes.update({name: value for name, value in vars(module).items()
                         if isinstance(value, type) and isinstance(getattr(value, "app", None), Klein)})
     wiring = Path(desktop_relay.service.__file__).read_text()
-    return {name: classes[cls] for name, cls in re.findall(r'"([a-z][a-z0-9.-]*)": (\w+)\(', wiring) if cls in classes}
+    groups = {name: classes[cls].app for name, cls in re.findall(r'"([a-z][a-z0-9.-]*)": (\w+)\(', wiring)
+              if cls in classes}
+    for cls in classes.values():
+        if "resources" in vars(cls) and re.search(rf"\b{cls.__name__}\(", wiring):
+            own = inspect.getsource(cls.resources)
+            groups.update({name: getattr(cls, attribute)
+                           for name, attribute in re.findall(r'"([a-z][a-z0-9.-]*)": self\.(\w+)\.resource\(\)', own)})
+    return groups
 
 
 def routes() -> set[tuple[str, str]]:
@@ -59,7 +68,7 @@ def routes() -> set[tuple[str, str]]:
     found = set(klein_routes(UserAPI.app, "/api"))
     for name, group in admin_groups().items():
         # A group's "/" is its mount point itself, /api/admin/<name> (with or without the slash).
-        found.update((path.removesuffix("/"), method) for path, method in klein_routes(group.app, f"/api/admin/{name}"))
+        found.update((path.removesuffix("/"), method) for path, method in klein_routes(group, f"/api/admin/{name}"))
     return found
 
 
