@@ -128,6 +128,8 @@ class RelayConfig:
     header: HeaderSettings | None
     admin_groups: frozenset[str]
     teacher_groups: frozenset[str]
+    # Seconds the audit trail keeps a line; None: for ever.
+    audit_keep: float | None = 180 * 86400
     # [metrics] listen (None: off) and the bearer token scrapes must carry (None: none needed).
     metrics_listen: str | None = None
     metrics_token: str | None = attr.ib(default=None, repr=False)
@@ -214,6 +216,7 @@ _WEBSOCKET_DEFAULTS = {
     "ping_interval": "30s",
     "open_timeout": "15s",
 }
+_AUDIT_DEFAULTS = {"keep": "180d"}
 _DESKTOP_DEFAULTS = {
     "image": None,
     "title": "",
@@ -244,6 +247,7 @@ _SECTIONS = {
     "roles": _ROLES_DEFAULTS,
     "sessions": _SESSIONS_DEFAULTS,
     "websocket": _WEBSOCKET_DEFAULTS,
+    "audit": _AUDIT_DEFAULTS,
     "metrics": _METRICS_DEFAULTS,
 }
 # Environment variables the relay sets itself; a desktop section may not override them.
@@ -490,6 +494,7 @@ def load_config(path: str | os.PathLike[str]) -> RelayConfig:
         header=None,
         admin_groups=reader.value("roles", "admin_groups", _ROLES_DEFAULTS, _word_set),
         teacher_groups=reader.value("roles", "teacher_groups", _ROLES_DEFAULTS, _word_set),
+        audit_keep=reader.value("audit", "keep", _AUDIT_DEFAULTS, _off(_duration)),
         metrics_listen=reader.value("metrics", "listen", _METRICS_DEFAULTS, _off(_endpoint)),
         metrics_token=(
             _secret_from_file(reader, "metrics", "token_file", _METRICS_DEFAULTS)

@@ -57,6 +57,10 @@ RESTART_SETTINGS = {
     "header": "[header]",
     "admin_groups": "[roles] admin_groups",
     "teacher_groups": "[roles] teacher_groups",
+    "audit_keep": "[audit] keep",
+    "metrics_listen": "[metrics] listen",
+    "metrics_token": "[metrics] token_file",
+    "log_format": "[relay] log_format",
 }
 # The settings a reload applies, with their place in relay.ini.
 RELOADED_SETTINGS = {

@@ -34,8 +34,9 @@ from .relay.client_cache import ClientFileCache
 from .relay.websocket import CLOSE_GOING_AWAY, CLOSE_SESSION_STOPPED, DesktopBridgeFactory
 from .reload import ConfigReloader, SighupReload
 from .store import SQLiteStore
-from .web.access import DesktopAccess
+from .web.access import BridgeAudit, DesktopAccess
 from .web.admin import AdminAPI, AdminAuth
+from .web.admin.audit import AuditAdmin
 from .web.admin.desktops import DesktopsAdmin
 from .web.admin.engine import EngineAdmin
 from .web.admin.reload import ReloadAdmin
@@ -107,6 +108,7 @@ class RelayService(MultiService):
             ping_interval=config.ws_ping_interval,
             open_timeout=config.ws_open_timeout,
             on_input=lambda session_id: self.sessions.input_seen(session_id),
+            listener=BridgeAudit(self.store, reactor),
             metrics=self.metrics,
         )
         self.sessions = DesktopSessions(
@@ -138,6 +140,7 @@ class RelayService(MultiService):
             reconcile_interval=config.reconcile_interval,
             activity_write_interval=config.activity_write_interval,
             memory_budget_auto=config.memory_budget_auto,
+            audit_keep=config.audit_keep,
             metrics=self.metrics,
         )
         self.access = DesktopAccess(self.store, self.sessions, guard)
@@ -168,7 +171,7 @@ class RelayService(MultiService):
             metrics=self.metrics,
             admin=admin,
         )
-        site = Site(web.app.resource())
+        site = Site(web.resource())
         site.displayTracebacks = False
         self._listener = StreamServerEndpointService(serverFromString(reactor, config.listen), site)
         # A port that cannot be bound is fatal: twistd should exit, not run without listening.
@@ -237,6 +240,8 @@ class RelayService(MultiService):
                 started=self.started, bridge_count=lambda: self.bridges.bridge_count,
             ).app.resource(),
             "reload": ReloadAdmin(auth, self.reloader).app.resource(),
+            # /api/admin/audit and /api/admin/audit.csv
+            **AuditAdmin(self.store, auth, self._reactor).resources(),
         }
 
     @inlineCallbacks

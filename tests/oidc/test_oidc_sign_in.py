@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
@@ -19,6 +20,12 @@ from relay_harness import Browser, RelayProcess, free_port
 from websockets.exceptions import ConnectionClosed
 
 pytestmark = [pytest.mark.slow, pytest.mark.docker]
+
+def audit_lines(relay: RelayProcess) -> list[tuple[str, str, str]]:
+    """The relay's audit trail as (actor, action, detail), oldest first."""
+    with sqlite3.connect(relay.directory / "var" / "relay.sqlite3") as db:
+        return list(db.execute("SELECT actor, action, detail FROM audit ORDER BY id"))
+
 
 IServ_GROUPS = {"1": {"act": "lehrer", "name": "Lehrer"}, "2": {"act": "informatik", "name": "Informatik"}}
 
@@ -41,6 +48,7 @@ def test_sign_in_end_to_end_with_pkce_and_iserv_groups(
     me = browser.api("GET", "/me").json()
     assert me == {"id": "uuid-lehrer-1", "name": "Frau Lehrer", "groups": ["informatik", "lehrer"], "role": "teacher"}
     assert [d["name"] for d in browser.api("GET", "/desktops").json()] == ["demo"]
+    assert audit_lines(relay) == [("uuid-lehrer-1", "sign-in", "oidc")]
 
 
 def test_groups_as_plain_strings_and_refreshed_at_every_sign_in(
@@ -82,6 +90,7 @@ def test_provider_refusal_ends_on_a_friendly_page(
     assert response.status_code == 403
     assert "did not sign you in" in response.text and "Traceback" not in response.text
     assert "ProviderRefused" in relay.log() and "access_denied" in relay.log()
+    assert audit_lines(relay) == [("unknown", "sign-in-failed", "provider-refused")]
     assert browser.api("GET", "/me").status_code == 401
 
 

@@ -219,3 +219,15 @@ def test_unknown_state_is_refused_and_pending_is_bounded() -> None:
     assert len(pending) == 3
     with pytest.raises(InvalidState):
         pending.take("made-up", "b")
+
+
+def test_deeply_nested_json_from_a_provider_is_refused_not_a_crash() -> None:
+    import base64
+
+    from desktop_relay.auth import oidc
+
+    deep = b"[" * 8000 + b"]" * 8000
+    assert oidc._parse_json(deep) is None
+    header = base64.urlsafe_b64encode(deep).decode().rstrip("=")
+    with pytest.raises(TokenRejected, match="not a compact JWS"):
+        oidc._token_header(header + ".e30.sig")

@@ -36,6 +36,7 @@ from desktop_relay.relay.websocket import (
     CLOSE_GOING_AWAY,
     CLOSE_SESSION_STOPPED,
     CLOSE_SIGNED_OUT,
+    BridgeClosed,
     BridgeTarget,
     DesktopBridgeFactory,
 )
@@ -252,6 +253,7 @@ def relay_maker(container_cert: PrivateCertificate) -> Callable[..., defer.Defer
         max_message_size: int = MAX_MESSAGE,
         open_timeout: float = 5,
         on_input: Callable[[str], None] | None = None,
+        listener: Any = None,
         metrics: RelayMetrics | None = None,
     ) -> Relay:
         reactor = _reactor()
@@ -281,6 +283,7 @@ def relay_maker(container_cert: PrivateCertificate) -> Callable[..., defer.Defer
             ping_interval=30,
             open_timeout=open_timeout,
             **({"on_input": on_input} if on_input is not None else {}),
+            **({"listener": listener} if listener is not None else {}),
             metrics=metrics,
         )
         desktop = Resource()
@@ -741,3 +744,69 @@ def _bulk_sender(send: Callable[..., None]) -> Callable[..., None]:
         send(b"bulk" + payload[4:], isBinary=isBinary)
 
     return bulk
+
+
+class Listener:
+    """Keeps what a bridge told about its opening and closing."""
+
+    def __init__(self, broken: bool = False) -> None:
+        self.told: list[tuple[str, Any]] = []
+        self.broken = broken
+
+    def bridge_opened(self, target: BridgeTarget) -> None:
+        self.told.append(("opened", target))
+        if self.broken:
+            raise RuntimeError("audit gone")
+
+    def bridge_closed(self, target: BridgeTarget, closed: BridgeClosed) -> None:
+        self.told.append(("closed", closed))
+        if self.broken:
+            raise RuntimeError("audit gone")
+
+
+@pytest_twisted.ensureDeferred
+async def test_listener_hears_the_open_and_the_close_with_both_codes_and_the_bytes(relay_maker):
+    listener = Listener()
+    relay = await relay_maker(listener=listener)
+    browser = await relay.browser()
+    assert await browser.messages.get() == (BANNER, True)
+    assert [kind for kind, _ in listener.told] == ["opened"] and listener.told[0][1].session_id == "s1"
+    browser.sendClose(4321, "tab closed")
+    await browser.closed
+    (desktop,) = relay.container.opened
+    await desktop.gone
+    await relay.factory.close_all()
+    kind, closed = listener.told[-1]
+    assert kind == "closed" and len(listener.told) == 2
+    assert closed.browser_code == 4321 and closed.bytes_to_browser == len(BANNER)
+    assert closed.audit_detail() == (f"browser_code=4321 container_code={closed.container_code} "
+                                     f"bytes_to_browser={len(BANNER)} bytes_to_container=0")
+
+
+@pytest_twisted.ensureDeferred
+async def test_refused_upgrade_tells_the_listener_nothing(relay_maker):
+    listener = Listener()
+
+    def refuse(request: ConnectionRequest) -> defer.Deferred[BridgeTarget]:
+        return defer.fail(ConnectionDeny(403, "no"))
+
+    relay = await relay_maker(refuse, listener=listener)
+    browser = await relay.browser(expect_open=False)
+    await browser.closed
+    assert listener.told == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_failing_bridge_listener_is_logged_and_the_desktop_keeps_working(relay_maker, fail_on_logged_errors):
+    relay = await relay_maker(listener=Listener(broken=True))
+    browser = await relay.browser()
+    assert await browser.messages.get() == (BANNER, True)
+    await _through(browser, RFB_HANDSHAKE[0])
+    browser.sendClose(1000)
+    await browser.closed
+    (desktop,) = relay.container.opened
+    await desktop.gone
+    await relay.factory.close_all()
+    failures = [e for e in fail_on_logged_errors if "telling that the bridge" in str(e.get("log_format"))]
+    assert len(failures) == 2
+    fail_on_logged_errors.clear()

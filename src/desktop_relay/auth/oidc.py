@@ -232,7 +232,7 @@ def _token_header(token: str) -> dict[str, Any]:
     try:
         encoded = token.split(".")[0]
         header = json.loads(base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4)))
-    except (ValueError, IndexError):
+    except (ValueError, IndexError, RecursionError):
         raise TokenRejected("ID token is not a compact JWS") from None
     if not isinstance(header, dict):
         raise TokenRejected("ID token header is not an object")
@@ -446,7 +446,7 @@ def _read_limited(response: Any) -> Generator[Deferred[Any], Any, bytes]:
 def _parse_json(body: bytes) -> Any:
     try:
         return json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: [[[[...]]]]
         return None
 
 

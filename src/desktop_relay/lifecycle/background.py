@@ -21,6 +21,8 @@ from .sessions import DesktopSessions
 
 # Share of the engine's memory that desktops may be given with memory_budget = auto.
 AUTO_MEMORY_SHARE = 0.8
+# How often audit lines past [audit] keep are deleted (and once at start).
+AUDIT_PURGE_INTERVAL = 86400.0
 
 
 class LifecycleService(Service):
@@ -38,6 +40,7 @@ class LifecycleService(Service):
         reconcile_interval: float,
         activity_write_interval: float,
         memory_budget_auto: bool,
+        audit_keep: float | None = None,
         metrics: RelayMetrics | None = None,
     ) -> None:
         self.sessions = sessions
@@ -54,6 +57,9 @@ class LifecycleService(Service):
             self._loop(self.reconcile, reconcile_interval),
             self._loop(sessions.flush_activity, activity_write_interval),
         ]
+        self._audit_keep = audit_keep
+        # Started at once, unlike the loops above: the relay purges when it starts, then daily.
+        self._audit_purge = self._loop(self.purge_audit, AUDIT_PURGE_INTERVAL)[0]
         self._reconciling: Deferred[None] | None = None
         self._budget_known = not memory_budget_auto
 
@@ -86,6 +92,8 @@ class LifecycleService(Service):
         )
         for loop, interval in self._loops:
             loop.start(interval, now=False)
+        if self._audit_keep is not None:
+            self._audit_purge.start(AUDIT_PURGE_INTERVAL, now=True)
 
     def _engine_back(self) -> None:
         self.sessions.engine.back()
@@ -116,6 +124,15 @@ class LifecycleService(Service):
         # The sessions gauge reads this count: a scrape never waits for the database.
         self._metrics.sessions_counted((yield self._store.count_active()))
 
+    @inlineCallbacks
+    def purge_audit(self) -> Generator[Deferred[Any], Any, None]:
+        """Delete the audit lines older than [audit] keep, and say how many."""
+        if self._audit_keep is None:
+            return
+        purged = yield self._store.purge_audit(self._clock.seconds() - self._audit_keep)
+        self._log.info("audit trail: {count} line(s) older than {days:g} days deleted",
+                       count=purged, days=self._audit_keep / 86400)
+
     def reconcile(self) -> Deferred[None]:
         """Reconcile now, unless a reconcile is already running (then wait for that one)."""
         if self._reconciling is not None:
@@ -138,7 +155,7 @@ class LifecycleService(Service):
 
     @inlineCallbacks
     def stopService(self) -> Generator[Deferred[Any], Any, None]:
-        for loop, _ in self._loops:
+        for loop in [*(loop for loop, _ in self._loops), self._audit_purge]:
             if loop.running:
                 loop.stop()
         if self._follower is not None:

@@ -11,6 +11,7 @@ why.
 
 from __future__ import annotations
 
+import typing
 from collections.abc import Callable, Iterable
 from http import HTTPStatus
 from typing import Any
@@ -54,6 +55,8 @@ __all__ = [
     "CLOSE_GOING_AWAY",
     "CLOSE_SESSION_STOPPED",
     "CLOSE_SIGNED_OUT",
+    "BridgeClosed",
+    "BridgeListener",
     "BridgeTarget",
     "DesktopBridgeFactory",
     "DesktopBridgeProtocol",
@@ -91,11 +94,45 @@ _FIN_BINARY = 0x82
 
 @attr.s(frozen=True, auto_attribs=True)
 class BridgeTarget:
-    """Where an authorised upgrade goes: the session's container, and whose it is."""
+    """Where an authorised upgrade goes: the session's container, whose it is, and the browser's
+    address (behind a trusted proxy, the one it forwarded)."""
 
     backend: Backend
     session_id: str
     user_id: str
+    address: str = ""
+
+
+@attr.s(frozen=True, auto_attribs=True)
+class BridgeClosed:
+    """How a bridge ended: each side's close code (None: it sent none) and the bytes relayed."""
+
+    browser_code: int | None
+    container_code: int | None
+    bytes_to_browser: int
+    bytes_to_container: int
+
+    def audit_detail(self) -> str:
+        """The audit trail's detail for a disconnect: key=value pairs, "-" for no code."""
+        return " ".join(
+            f"{name}={'-' if value is None else value}" for name, value in attr.asdict(self).items()
+        )
+
+
+class BridgeListener(typing.Protocol):
+    """Told when a bridge opens and when it has closed, on the reactor (so it must not wait)."""
+
+    def bridge_opened(self, target: BridgeTarget) -> None: ...
+
+    def bridge_closed(self, target: BridgeTarget, closed: BridgeClosed) -> None: ...
+
+
+class _NoListener:
+    def bridge_opened(self, target: BridgeTarget) -> None:
+        pass
+
+    def bridge_closed(self, target: BridgeTarget, closed: BridgeClosed) -> None:
+        pass
 
 
 #: Checks an upgrade (cookie, session, ownership, Origin) and names its container, or fails
@@ -381,6 +418,7 @@ class DesktopBridgeProtocol(_LeanTransportMixin, WebSocketServerProtocol):  # ty
         self._unexplained: IDelayedCall | None = None
         self._input = InputClassifier()
         self._gave_up_told = False
+        self._opened_told = False
 
     # -- opening ------------------------------------------------------------------------
 
@@ -476,14 +514,21 @@ class DesktopBridgeProtocol(_LeanTransportMixin, WebSocketServerProtocol):  # ty
             for payload, is_binary in pending:
                 self._to_browser(payload, is_binary)
             self._log.info(
-                "bridge open {session} for {user} (subprotocol {subprotocol})",
+                "bridge open {session} for {user} from {address} (subprotocol {subprotocol})",
                 session=target.session_id,
                 user=target.user_id,
+                address=target.address,
                 subprotocol=self.websocket_protocol_in_use,
             )
         except Exception:  # noqa: BLE001 - Autobahn would only log it; close the bridge too
             self._log.failure("opening the bridge of session {session} failed", session=target.session_id)
             self.close_bridge(CLOSE_CONTAINER_GONE, "relay error")
+            return
+        self._opened_told = True
+        try:
+            self.factory.listener.bridge_opened(target)
+        except Exception:  # noqa: BLE001 - the listener must not break the desktop
+            self._log.failure("telling that the bridge of {session} opened failed", session=target.session_id)
 
     def _couple(self, container: _ContainerProtocol) -> None:
         """Each transport's full write buffer pauses reading from the other one.
@@ -671,6 +716,17 @@ class DesktopBridgeProtocol(_LeanTransportMixin, WebSocketServerProtocol):  # ty
             to_browser=self.bytes_to_browser,
             to_container=self.bytes_to_container,
         )
+        if self._opened_told:
+            closed = BridgeClosed(
+                browser_code=self._close_codes.get("browser"),
+                container_code=self._close_codes.get("container"),
+                bytes_to_browser=self.bytes_to_browser,
+                bytes_to_container=self.bytes_to_container,
+            )
+            try:
+                self.factory.listener.bridge_closed(self.target, closed)
+            except Exception:  # noqa: BLE001 - the listener must not keep the bridge's waiters waiting
+                self._log.failure("telling that the bridge of {session} closed failed", session=self.target.session_id)
         waiters, self._gone_waiters = self._gone_waiters, []
         for waiter in waiters:
             waiter.callback(None)
@@ -697,6 +753,8 @@ class DesktopBridgeFactory(WebSocketServerFactory):
     :param open_timeout: seconds for the resolver, and again for the container, to answer.
     :param on_input: told the session id whenever a browser's message carried a person's input
         (see :data:`InputListener`); by default nobody is told.
+    :param listener: told when a bridge opens and when an opened one has closed (see
+        :class:`BridgeListener`); by default nobody is told.
     :param metrics: told of bridges beginning and ending and of the bytes they relayed; the
         copying itself never calls it (see :meth:`count_bytes`).
     """
@@ -716,6 +774,7 @@ class DesktopBridgeFactory(WebSocketServerFactory):
         ping_interval: float,
         open_timeout: float,
         on_input: InputListener = _ignore_input,
+        listener: BridgeListener = _NoListener(),
         metrics: RelayMetrics | None = None,
     ) -> None:
         # No Server header of ours in the 101: Apache sets its own.
@@ -723,6 +782,7 @@ class DesktopBridgeFactory(WebSocketServerFactory):
         self._resolve = resolve
         self.open_timeout = open_timeout
         self.on_input = on_input
+        self.listener = listener
         self._metrics = metrics or RelayMetrics()
         self._bridges: dict[str, set[DesktopBridgeProtocol]] = {}
         self._public_origin = _origin_of(url)

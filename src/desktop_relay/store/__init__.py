@@ -8,7 +8,7 @@ desktop_sessions, web_sessions, audit, admin (tokens, users seen). A second impl
 """
 
 from .admin import AdminQueries, TokenNameTaken
-from .audit import AuditQueries
+from .audit import AuditFilter, AuditQueries
 from .desktop_sessions import DesktopSessionQueries
 from .records import (
     ACTIVE_STATES,
@@ -35,6 +35,7 @@ class SQLiteStore(DesktopSessionQueries, WebSessionQueries, AuditQueries, AdminQ
 
 __all__ = [
     "ACTIVE_STATES",
+    "AuditFilter",
     "FAILED",
     "HOLDING_STATES",
     "QUEUED",

@@ -11,11 +11,12 @@ from typing import Any
 
 from autobahn.websocket.types import ConnectionDeny, ConnectionRequest
 from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from ..backend import Backend
 from ..lifecycle import DesktopSessions
-from ..relay.websocket import BridgeTarget
+from ..relay.websocket import BridgeClosed, BridgeTarget
 from ..store import QUEUED, READY, STARTING, SQLiteStore, WebSession
 from .guard import RequestGuard
 from .responses import Problem
@@ -74,7 +75,45 @@ class DesktopAccess:
                 path=request.path, peer=request.peer, status=problem.status, reason=problem.detail or problem.title,
             )
             raise ConnectionDeny(problem.status, problem.detail or problem.title) from None
-        return BridgeTarget(backend=backend, session_id=session_id, user_id=web.user_id)
+        address = self._guard.address_behind(_peer_host(request.peer), request.headers.get("x-forwarded-for"))
+        return BridgeTarget(backend=backend, session_id=session_id, user_id=web.user_id, address=address)
+
+
+class BridgeAudit:
+    """Writes desktop connects and disconnects to the audit trail: who, which session, from where.
+
+    The bridge's listener: told on the reactor, it must not wait, so the lines are written
+    in the background and a failure to write one is logged.
+    """
+
+    _log = Logger()
+
+    def __init__(self, store: SQLiteStore, clock: IReactorTime) -> None:
+        self._store = store
+        self._clock = clock
+
+    def bridge_opened(self, target: BridgeTarget) -> None:
+        """A browser is connected to its desktop."""
+        self._write(target, "connect", "")
+
+    def bridge_closed(self, target: BridgeTarget, closed: BridgeClosed) -> None:
+        """A browser's connection to its desktop ended: both close codes, the bytes each way."""
+        self._write(target, "disconnect", closed.audit_detail())
+
+    def _write(self, target: BridgeTarget, action: str, detail: str) -> None:
+        d = self._store.audit(self._clock.seconds(), target.user_id, action, target.session_id, detail, target.address)
+        d.addErrback(lambda failure: self._log.failure(
+            "cannot write the {action} of session {session} to the audit trail", failure,
+            action=action, session=target.session_id,
+        ))
+
+
+def _peer_host(peer: str) -> str:
+    """The address in Autobahn's peer descriptor: tcp4:192.0.2.1:52914, tcp6:::1:52914."""
+    kind, _, rest = peer.partition(":")
+    if kind in ("tcp4", "tcp6", "tcp"):
+        return rest.rsplit(":", 1)[0].strip("[]")
+    return peer
 
 
 def _session_id_from_path(path: str) -> str | None:

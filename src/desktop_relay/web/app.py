@@ -13,6 +13,7 @@ proxy. Whatever the method, it ends in a web session carrying the user's groups 
 
 from __future__ import annotations
 
+import re
 import secrets
 from importlib.resources import files
 from typing import Any
@@ -20,9 +21,10 @@ from urllib.parse import quote, urlencode
 
 from autobahn.twisted.resource import WebSocketResource
 from klein import Klein
-from twisted.internet.defer import inlineCallbacks
+from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.logger import Logger
 from twisted.web.iweb import IRequest
+from twisted.web.resource import IResource, Resource
 from twisted.web.server import Request
 from twisted.web.static import File
 from werkzeug.exceptions import HTTPException
@@ -52,8 +54,17 @@ from .responses import (
     unexpected_error_response,
 )
 
-# The metrics' method label for each sign-in method's words in the log.
-_METHOD_LABELS = {"a local account": "local", "OpenID Connect": "oidc", "trusted headers": "header"}
+# How the sign-in methods are named in the log; the key is their name in the audit and the metrics.
+_METHOD_WORDS = {"local": "a local account", "oidc": "OpenID Connect", "header": "trusted headers"}
+# The audit's actor for a failed sign-in that named no one (OpenID Connect, trusted headers).
+UNKNOWN_ACTOR = "unknown"
+# Attempted user names longer than this are cut in the audit trail (anyone can type them).
+AUDIT_NAME_LENGTH = 200
+
+
+def failure_reason(failure: SignInFailed) -> str:
+    """A failed sign-in's reason for the audit trail: its kind, as a stable code."""
+    return re.sub(r"(?<!^)(?=[A-Z])", "-", type(failure).__name__).lower()
 
 
 def _safe_next(target: str | None) -> str:
@@ -61,6 +72,38 @@ def _safe_next(target: str | None) -> str:
     if not target or not target.startswith("/") or target.startswith("//") or "\\" in target:
         return "/"
     return target
+
+
+class DecodablePaths(Resource):
+    """The site's root: refuses a path that is not UTF-8 once percent-decoded (/api/sessions/%FF),
+    and a Host header that is not UTF-8.
+
+    Klein cannot route either: it answers a text/html 400 of its own and logs a traceback,
+    before any of our error handlers run. Here they get a problem body and one warning line.
+    """
+
+    isLeaf = True
+    _log = Logger()
+
+    def __init__(self, routes: IResource) -> None:
+        super().__init__()
+        self._routes = routes
+
+    def render(self, request: IRequest) -> bytes | int:
+        method, path = request.method.decode("ascii", "replace"), request.path.decode("ascii", "replace")
+        try:
+            b"/".join(request.postpath or []).decode("utf-8")
+        except UnicodeDecodeError:
+            self._log.warn("refused {method} {path}: the path is not UTF-8", method=method, path=path)
+            return problem_response(request, Problem(400, "invalid-path", "Invalid path",
+                                                     "The address is not valid percent-encoded UTF-8."))
+        try:
+            request.getRequestHostname().decode("utf-8")
+        except UnicodeDecodeError:
+            self._log.warn("refused {method} {path}: the Host header is not UTF-8", method=method, path=path)
+            return problem_response(request, Problem(400, "invalid-host", "Invalid Host header",
+                                                     "The Host header is not UTF-8."))
+        return self._routes.render(request)
 
 
 class RelayWeb:
@@ -110,6 +153,10 @@ class RelayWeb:
         self._websocket = WebSocketResource(bridges)
         self._static = File(str(files("desktop_relay.web").joinpath("static")))
 
+    def resource(self) -> IResource:
+        """The site's root resource: these routes, behind the check of the path's encoding."""
+        return DecodablePaths(self.app.resource())
+
     @app.handle_errors(Problem)
     def _problem(self, request: IRequest, failure: Any) -> bytes:
         return problem_response(request, failure.value)
@@ -155,13 +202,14 @@ class RelayWeb:
         if self._headers is not None:
             identity = self._headers.identity(request)
             if identity is None:
+                yield self._audit_failure(request, UNKNOWN_ACTOR, "no-identity-headers")
                 self._metrics.sign_in("header", "failed")
                 return render_page(
                     request, "signin-error.html", 401, title="Not signed in",
                     message="Your sign-in did not reach this service. Please open it through the "
                             "school's portal, or ask your administrator.",
                 )
-            return (yield self._signed_in(request, identity, target, "trusted headers"))
+            return (yield self._signed_in(request, identity, target, "header"))
         return render_page(request, "login.html", next=target, message="", username="")
 
     @inlineCallbacks
@@ -173,7 +221,7 @@ class RelayWeb:
         try:
             url = yield self._oidc.begin(browser, target)
         except SignInFailed as failure:
-            return self._sign_in_failed(request, failure)
+            return (yield self._sign_in_failed(request, failure))
         request.addCookie(
             self._sign_in_cookie, browser.encode("ascii"), path=b"/", httpOnly=True,
             secure=self._guard.sessions.secure, sameSite=b"lax", max_age=str(int(self._sign_in_timeout)),
@@ -195,15 +243,17 @@ class RelayWeb:
         try:
             identity, target = yield self._oidc.finish(args, browser.decode("ascii", "replace") if browser else None)
         except SignInFailed as failure:
-            return self._sign_in_failed(request, failure)
-        return (yield self._signed_in(request, identity, target, "OpenID Connect"))
+            return (yield self._sign_in_failed(request, failure))
+        return (yield self._signed_in(request, identity, target, "oidc"))
 
-    def _sign_in_failed(self, request: IRequest, failure: SignInFailed) -> bytes:
+    @inlineCallbacks
+    def _sign_in_failed(self, request: IRequest, failure: SignInFailed):  # type: ignore[no-untyped-def]
         self._metrics.sign_in("oidc", "failed")
         self._log.warn(
             "sign-in from {address} failed: {kind}: {detail}",
             address=self._guard.client_address(request), kind=type(failure).__name__, detail=failure.detail,
         )
+        yield self._audit_failure(request, UNKNOWN_ACTOR, failure_reason(failure))
         if failure.status == 503:
             request.setHeader(b"Retry-After", b"60")
         return render_page(request, "signin-error.html", failure.status, title=failure.title,
@@ -214,18 +264,27 @@ class RelayWeb:
         # Groups, and so the role, are taken afresh at every sign-in.
         identity = self._roles.assign(identity)
         yield self._guard.sessions.begin(request, identity)
-        self._metrics.sign_in(_METHOD_LABELS[method], "ok")
+        self._metrics.sign_in(method, "ok")
         now = self._sessions.now()
         # For the admin API: who has used the relay, and their groups (stop-by-group goes by them).
         yield self._store.user_signed_in(
             SeenUser(identity.user_id, identity.display_name, identity.groups, identity.role, now, now)
         )
+        address = self._guard.client_address(request)
         self._log.info(
             "{user} signed in with {method} from {address} as {role}, groups {groups}",
-            user=identity.user_id, method=method, address=self._guard.client_address(request),
+            user=identity.user_id, method=_METHOD_WORDS[method], address=address,
             role=identity.role, groups=sorted(identity.groups),
         )
+        yield self._store.audit(now, identity.user_id, "sign-in", identity.user_id, method, address)
         return redirect(request, target)
+
+    def _audit_failure(self, request: IRequest, name: str, reason: str, address: str | None = None) -> Deferred[None]:
+        """A failed sign-in's line in the audit trail: the name tried (if any), why, from where."""
+        return self._store.audit(
+            self._sessions.now(), name[:AUDIT_NAME_LENGTH], "sign-in-failed", name[:AUDIT_NAME_LENGTH], reason,
+            address or self._guard.client_address(request),
+        )
 
     @app.route("/login", methods=["POST"])
     @inlineCallbacks
@@ -241,6 +300,7 @@ class RelayWeb:
         wait = self._throttle.retry_after(username, address)
         if wait > 0:
             self._log.warn("login for {user} from {address} throttled", user=username, address=address)
+            yield self._audit_failure(request, username, "throttled", address)
             self._metrics.sign_in("local", "throttled")
             request.setHeader(b"Retry-After", str(int(wait) + 1).encode())
             return render_page(request, "login.html", 429, next=target, username=username,
@@ -250,10 +310,11 @@ class RelayWeb:
             self._throttle.failed(username, address)
             self._metrics.sign_in("local", "failed")
             self._log.info("failed login for {user} from {address}", user=username, address=address)
+            yield self._audit_failure(request, username, "wrong-password", address)
             return render_page(request, "login.html", 401, next=target, username=username,
                                message="Wrong user name or password.")
         self._throttle.succeeded(username, address)
-        return (yield self._signed_in(request, identity, target, "a local account"))
+        return (yield self._signed_in(request, identity, target, "local"))
 
     @app.route("/logout", methods=["POST"])
     @inlineCallbacks

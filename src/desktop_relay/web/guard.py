@@ -58,18 +58,21 @@ class RequestGuard:
 
     def client_address(self, request: IRequest) -> str:
         """The browser's address: X-Forwarded-For is believed only from configured proxies."""
-        peer = request.getClientAddress()
-        address = getattr(peer, "host", "unknown")
-        if not self._is_trusted(address):
-            return address
         forwarded = request.getHeader(b"x-forwarded-for")
-        if not forwarded:
-            return address
+        return self.address_behind(
+            getattr(request.getClientAddress(), "host", "unknown"),
+            forwarded.decode("latin-1") if forwarded else None,
+        )
+
+    def address_behind(self, peer: str, forwarded: str | None) -> str:
+        """The client's address given the connection's peer and its X-Forwarded-For, if any."""
+        if not self._is_trusted(peer) or not forwarded:
+            return peer
         # Walk from the nearest hop outward and take the first address we do not trust.
-        for hop in reversed([h.strip() for h in forwarded.decode("latin-1").split(",")]):
+        for hop in reversed([h.strip() for h in forwarded.split(",")]):
             if not self._is_trusted(hop):
                 return hop
-        return address
+        return peer
 
     def _is_trusted(self, address: str) -> bool:
         return address_in(address, self._trusted)

@@ -16,6 +16,9 @@ from werkzeug.exceptions import HTTPException
 PROBLEM_TYPE_PREFIX = "urn:desktop-relay:problem:"
 # Larger request bodies are refused before parsing: the API's bodies are a name or two.
 MAX_BODY = 16 * 1024
+# Deeper JSON is refused: no body of ours nests beyond a few levels, and deeper values would
+# reach the recursion limit in whatever walks them next (json.loads itself at about 1,000).
+MAX_JSON_DEPTH = 32
 
 _log = Logger()
 
@@ -75,7 +78,8 @@ def problem_response(request: IRequest, problem: Problem) -> bytes:
 
 
 def read_json_body(request: IRequest, max_body: int = MAX_BODY) -> Any:
-    """A request's JSON body: 415 unless it is application/json, 413 over max_body, 400 unless JSON."""
+    """A request's JSON body: 415 unless it is application/json, 413 over max_body, 400 unless it
+    is JSON nested at most MAX_JSON_DEPTH deep. The one body reader of every JSON endpoint."""
     content_type = (request.getHeader(b"content-type") or b"").split(b";")[0].strip().lower()
     if content_type != b"application/json":
         raise Problem(415, "unsupported-media-type", "JSON expected",
@@ -84,9 +88,29 @@ def read_json_body(request: IRequest, max_body: int = MAX_BODY) -> Any:
     if len(body) > max_body:
         raise Problem(413, "body-too-large", "Request body too large")
     try:
-        return json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+        value = json.loads(body)
+    except (ValueError, UnicodeDecodeError, RecursionError):
         raise Problem(400, "malformed-json", "Malformed JSON", "The request body is not valid JSON.") from None
+    if _depth(value) > MAX_JSON_DEPTH:
+        raise Problem(400, "malformed-json", "Malformed JSON",
+                      f"The request body nests deeper than {MAX_JSON_DEPTH} levels.")
+    return value
+
+
+def _depth(value: Any) -> int:
+    """How deeply a parsed JSON value nests (a scalar is 0), without recursion."""
+    deepest = 0
+    stack = [(value, 0)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, dict):
+            item = list(item.values())
+        if isinstance(item, list):
+            deepest = max(deepest, level + 1)
+            if level + 1 > MAX_JSON_DEPTH:
+                break
+            stack.extend((child, level + 1) for child in item)
+    return deepest
 
 
 def render_page(request: IRequest, template: str, status: int = 200, **values: str) -> bytes:

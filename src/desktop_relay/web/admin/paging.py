@@ -117,7 +117,7 @@ def decode_cursor(cursor: str, key_types: Sequence[type]) -> tuple[Any, ...]:
     """The sort key in a cursor; 400 invalid-cursor unless it holds one of these types."""
     try:
         key = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode("utf-8"))
-    except (ValueError, binascii.Error, UnicodeDecodeError):
+    except (ValueError, binascii.Error, UnicodeDecodeError, RecursionError):  # RecursionError: [[[[...]]]]
         key = None
     if not (isinstance(key, list) and len(key) == len(key_types)
             and all(_is(value, wanted) for value, wanted in zip(key, key_types, strict=True))):
