@@ -38,7 +38,7 @@ setup(
             # Drives Debian's /usr/bin/chromium in tests/apache (it never downloads a browser).
             "playwright>=1.40",
             # The OpenAPI document is checked against the 3.1 schema, and the running relay against it.
-            "openapi-spec-validator>=0.7", "schemathesis>=3.30",
+            "openapi-spec-validator>=0.7", "schemathesis>=4.32",
             # Lint and type checks, run by tox before the tests (ruff.toml, mypy.ini).
             "ruff>=0.5", "mypy>=1.10", "mypy-zope>=1.0", "types-docker>=7.1",
         ],
