@@ -11,7 +11,7 @@ setup(
     # twisted.plugins is Twisted's namespace for plugins: we ship one module into it,
     # never an __init__.py of our own.
     packages=find_packages("src") + ["twisted.plugins"],
-    package_data={"desktop_relay": ["web/templates/*.html", "web/static/*", "schema/*.sql"]},
+    package_data={"desktop_relay": ["web/templates/*.html", "web/static/*", "web/openapi.json", "schema/*.sql"]},
     install_requires=[
         "twisted[tls]>=24.7",
         "autobahn>=24.4",
@@ -37,6 +37,8 @@ setup(
             "oidc-provider-mock>=0.3",
             # Drives Debian's /usr/bin/chromium in tests/apache (it never downloads a browser).
             "playwright>=1.40",
+            # The OpenAPI document is checked against the 3.1 schema, and the running relay against it.
+            "openapi-spec-validator>=0.7", "schemathesis>=4.32",
             # Lint and type checks, run by tox before the tests (ruff.toml, mypy.ini).
             "ruff>=0.5", "mypy>=1.10", "mypy-zope>=1.0", "types-docker>=7.1",
         ],

@@ -162,7 +162,7 @@ class RelayService(MultiService):
             headers=headers,
             sign_in_timeout=config.oidc.sign_in_timeout if config.oidc else 600,
             throttle=LoginThrottle(reactor, config.login_attempts, config.login_window),
-            api=UserAPI(self.store, self.sessions, guard),
+            api=UserAPI(self.store, self.sessions, guard, admin_auth.caller),
             access=self.access,
             assets=AssetRelay(reactor, cache=ClientFileCache()),
             bridges=self.bridges,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from typing import Any
 from urllib.parse import urlencode
 
@@ -24,6 +24,7 @@ from ..lifecycle import (
 )
 from ..store import QUEUED, READY, STARTING, DesktopSession, SQLiteStore
 from .guard import RequestGuard, identity_of
+from .openapi import admin_document, user_document
 from .responses import (
     Problem,
     json_response,
@@ -89,10 +90,15 @@ class UserAPI:
     app = Klein()
     _log = Logger()
 
-    def __init__(self, store: SQLiteStore, sessions: DesktopSessions, guard: RequestGuard) -> None:
+    def __init__(
+        self, store: SQLiteStore, sessions: DesktopSessions, guard: RequestGuard,
+        admin_caller: Callable[[IRequest], Deferred[Any]] | None = None,
+    ) -> None:
         self._store = store
         self._sessions = sessions
         self._guard = guard
+        # AdminAuth.caller: fires for a caller who may use the admin API, fails for anyone else.
+        self._admin_caller = admin_caller
 
     @app.handle_errors(Problem)
     def _problem(self, request: IRequest, failure: Any) -> bytes:
@@ -114,6 +120,23 @@ class UserAPI:
     @app.handle_errors(Exception)
     def _unexpected(self, request: IRequest, failure: Any) -> bytes:
         return unexpected_error_response(request, failure)
+
+    @app.route("/openapi.json", methods=["GET"])
+    @inlineCallbacks
+    def openapi(self, request: IRequest) -> Generator[Deferred[Any], Any, bytes]:
+        """This API's OpenAPI document, public as it reveals no data: the user API for everyone,
+        the admin API too for those who may use it (the others must not learn it exists)."""
+        document = user_document()
+        if self._admin_caller is not None:
+            try:
+                yield self._admin_caller(request)
+            except Problem:
+                pass  # not an admin, or a wrong token: the public part, as for anyone
+            else:
+                document = admin_document()
+        # The answer depends on who asks: no shared cache may keep one for another.
+        request.setHeader(b"Vary", b"Cookie, Authorization")
+        return json_response(request, document)
 
     @app.route("/me", methods=["GET"])
     @inlineCallbacks
