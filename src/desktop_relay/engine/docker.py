@@ -450,51 +450,41 @@ class DockerProvisioner:
             time.sleep(0.2)
 
     def _remove_leftover(self, api: docker.APIClient, name: str, spec: ContainerSpec) -> None:
-        try:
-            api.remove_container(name, v=True, force=True)
-        except NotFound:
-            return
-        except APIError as e:
-            # Being removed already, say; should it still hold the name, the create says so.
-            self._reactor.callFromThread(
-                self._log.warn,
-                "could not remove container {container} left by session {session}: {reason}",
-                container=name,
-                session=spec.session_id,
-                reason=api_reason(e),
-            )
-            return
-        self._reactor.callFromThread(
-            self._log.info,
-            "removed container {container} left by the timed-out start of session {session}",
-            container=name,
-            session=spec.session_id,
+        # Being removed already, say: should it still hold the name, the create says so.
+        self._remove_logged(
+            api, name, spec,
+            removed="removed container {container} left by the timed-out start of session {session}",
+            refused="could not remove container {container} left by session {session}: {reason}",
         )
 
     def _discard_unstarted(
         self, api: docker.APIClient, container_id: str, name: str, spec: ContainerSpec
     ) -> None:
         """Remove a container that was created but would not start, so no orphan remains."""
+        # If the engine refuses, the container is labelled: the next reconcile removes it.
+        self._remove_logged(
+            api, container_id, spec, name=name, container_id=container_id[:12],
+            removed="removed container {container} for session {session}: it would not start",
+            refused="could not remove unstartable container {container} for session {session}: {reason}",
+        )
+
+    def _remove_logged(
+        self, api: docker.APIClient, ref: str, spec: ContainerSpec, *, removed: str, refused: str,
+        name: str | None = None, **fields: str,
+    ) -> None:
+        """Force-remove a container (by id or name) of a start that went wrong, in a worker
+        thread, logging what happened; gone already is fine, a refusal is only logged."""
         try:
-            api.remove_container(container_id, v=True, force=True)
+            api.remove_container(ref, v=True, force=True)
         except NotFound:
-            pass
+            return
         except APIError as e:
-            # Labelled, so the next reconcile finds and removes it.
             self._reactor.callFromThread(
-                self._log.warn,
-                "could not remove unstartable container {container} for session {session}: {reason}",
-                container=name,
-                session=spec.session_id,
-                reason=api_reason(e),
+                self._log.warn, refused, container=name or ref, session=spec.session_id, reason=api_reason(e)
             )
             return
         self._reactor.callFromThread(
-            self._log.info,
-            "removed container {container} for session {session}: it would not start",
-            container=name,
-            container_id=container_id[:12],
-            session=spec.session_id,
+            self._log.info, removed, container=name or ref, session=spec.session_id, **fields
         )
 
     def _info_blocking(self, api: docker.APIClient) -> int:
