@@ -9,8 +9,10 @@ a typed `printf` gives it (images/desktop/README.md).
 from __future__ import annotations
 
 import os
+import re
 import time
 
+from apache_harness import ARTIFACTS
 from png_pixels import Image, decode_png
 from relay_harness import PASSWORD
 
@@ -133,9 +135,33 @@ class DesktopPage:
             if share > 0.9:
                 return image
             if time.monotonic() > deadline:
+                ARTIFACTS.mkdir(exist_ok=True)
+                self.page.screenshot(path=str(ARTIFACTS / f"xterm-not-{colour[0]}-{colour[1]}-{colour[2]}.png"))
                 raise AssertionError(f"xterm not {colour} after {timeout} s: {share:.0%} "
                                      f"(most: {image.colours(*XTERM_BOX).most_common(3)})")
             self.page.wait_for_timeout(250)
+
+    def wait_keyboard_in_desktop(self, timeout: float = 10) -> None:
+        """Until the web client's canvas in the frame has the browser's keyboard focus, where
+        noVNC listens for keys (it focuses the canvas once connected; the page focuses the frame)."""
+        client = self.page.frame(url=re.compile(r".*\?path=desktop.*"))
+        assert client is not None, "the session page has no client frame"
+        try:
+            client.wait_for_function("""() => document.hasFocus()
+                && document.activeElement !== null && document.activeElement.tagName === "CANVAS"
+                && window.parent.document.activeElement === window.frameElement""", timeout=timeout * 1000)
+        except PlaywrightTimeout:
+            focused = client.evaluate("() => document.activeElement && document.activeElement.outerHTML.slice(0, 120)")
+            raise AssertionError(f"the desktop does not have the keyboard: {focused}") from None
+
+    def hover_desktop(self) -> None:
+        """Rest the mouse on the middle of the xterm without clicking. The demo image's twm gives
+        the X keyboard to the window under the X pointer, which follows the browser's mouse
+        whenever Chromium reports a move over the canvas; parked there, typed keys go to the
+        xterm wherever the last click left the mouse."""
+        box = self.canvas.bounding_box()
+        assert box is not None, "the client's canvas is not shown"
+        self.page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
 
     def click_desktop(self) -> None:
         """Click the middle of the xterm (it has the keyboard under the pointer)."""

@@ -94,10 +94,13 @@ def test_the_session_page_shows_the_desktop_under_a_bar_and_keeps_the_keyboard_i
                                   feature => document.featurePolicy.allowsFeature(feature))""")
 
     # Keys reach the desktop without a click first: the frame took the focus when it loaded.
+    alice.wait_keyboard_in_desktop()
+    alice.hover_desktop()
     alice.type_command(r"printf '\033[41m\033[2J\033[H'")
     alice.wait_for_xterm(RED)
     # A click on the bar leaves the keyboard with the desktop.
     alice.bar("title").click()
+    alice.wait_keyboard_in_desktop()
     alice.type_command(r"printf '\033[44m\033[2J\033[H'")
     alice.wait_for_xterm(BLUE)
 
