@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from ..i18n import N_, PluralText
+
 IDLE = "idle"
 LIFETIME = "lifetime"
 DISCONNECTED = "disconnected"
@@ -20,22 +22,25 @@ END_REASONS = (
 
 
 def minutes(seconds: float) -> str:
-    """A duration as people say it: '45 minutes', '10 hours', '30 seconds'."""
-    for unit, size in (("hour", 3600), ("minute", 60)):
-        if seconds >= size and seconds % size == 0:
-            count = int(seconds // size)
-            return f"{count} {unit}{'s' if count != 1 else ''}"
+    """A duration as people say it: '45 minutes', '10 hours', '30 seconds' (English, as stored;
+    the pages show it in the reader's language, see i18n.Language.stored)."""
+    if seconds >= 3600 and seconds % 3600 == 0:
+        return str(PluralText("{count} hour", "{count} hours", int(seconds // 3600)))
+    if seconds >= 60 and seconds % 60 == 0:
+        return str(PluralText("{count} minute", "{count} minutes", int(seconds // 60)))
     if seconds >= 120:
-        return f"{round(seconds / 60)} minutes"
-    return f"{seconds:g} second{'s' if seconds != 1 else ''}"
+        return str(PluralText("{count} minute", "{count} minutes", round(seconds / 60)))
+    if seconds == int(seconds):
+        return str(PluralText("{count} second", "{count} seconds", int(seconds)))
+    return f"{seconds:g} seconds"
 
 
 def exit_reason(exit_code: int | None, oom_killed: bool) -> tuple[str, str]:
     """(code, words) for a container that stopped by itself."""
     if oom_killed:
-        return OUT_OF_MEMORY, "The desktop ran out of memory and was stopped."
+        return OUT_OF_MEMORY, N_("The desktop ran out of memory and was stopped.")
     if exit_code in (137, 139, 134) or (exit_code is not None and exit_code > 128):
-        return CONTAINER_EXITED, f"The desktop crashed or was killed (exit code {exit_code})."
+        return CONTAINER_EXITED, N_("The desktop crashed or was killed (exit code {code}).").format(code=exit_code)
     if exit_code is None:
-        return CONTAINER_EXITED, "The desktop's container disappeared."
-    return CONTAINER_EXITED, f"The desktop stopped by itself (exit code {exit_code})."
+        return CONTAINER_EXITED, N_("The desktop's container disappeared.")
+    return CONTAINER_EXITED, N_("The desktop stopped by itself (exit code {code}).").format(code=exit_code)

@@ -30,6 +30,7 @@ from ..engine.interface import (
     ContainerStartFailed,
     IContainerProvisioner,
 )
+from ..i18n import N_
 from ..metrics import RelayMetrics
 from ..store import (
     FAILED,
@@ -263,7 +264,7 @@ class DesktopSessions:
                 return None
             # A bug, not the engine: the user is told, the session does not hang in starting.
             self._log.failure("starting session {session} failed", failure, session=session.id)
-            return self._fail(session, "The desktop could not be started because of an error on the server.")
+            return self._fail(session, N_("The desktop could not be started because of an error on the server."))
 
         def done(_: object) -> None:
             self._working.pop(session.id, None)
@@ -275,7 +276,7 @@ class DesktopSessions:
     def _launch(self, session: DesktopSession) -> Generator[Deferred[Any], Any, None]:
         desktop = self._desktops.get(session.desktop)
         if desktop is None:
-            yield self._fail(session, "This desktop is no longer offered.")
+            yield self._fail(session, N_("This desktop is no longer offered."))
             return
         spec = ContainerSpec(session.id, session.owner, self.instance, desktop, session.vnc_password)
         try:
@@ -283,7 +284,7 @@ class DesktopSessions:
         except ContainerEngineTimedOut as e:
             # The engine may still carry out the create: the provisioner removes what appears,
             # and the event follower removes any container of a session that is not starting.
-            yield self._fail(session, "The desktop server did not answer in time. Please try again.", str(e))
+            yield self._fail(session, N_("The desktop server did not answer in time. Please try again."), str(e))
             return
         except ContainerEngineUnavailable as e:
             # Nothing was created: back to its place in the queue until the engine returns.
@@ -348,18 +349,21 @@ class DesktopSessions:
                 except ContainerEngineUnavailable as e:
                     info, problem = None, str(e)
                 if info is None and problem is None:
-                    yield self._fail(session, "The desktop's container disappeared while starting.")
+                    yield self._fail(session, N_("The desktop's container disappeared while starting."))
                     return
                 if info is not None and not info.running:
                     logs = yield self.provisioner.logs_tail(info.container_id, 5)
-                    reason = info.problem or f"the container stopped ({info.status})"
+                    reason = info.problem or N_("the container stopped ({status})").format(status=info.status)
                     if logs.strip():
                         reason += ": " + " | ".join(line for line in logs.strip().splitlines()[-3:])
-                    yield self._fail(session, f"The desktop stopped while starting: {reason}")
+                    yield self._fail(session, N_("The desktop stopped while starting: {reason}").format(reason=reason))
                     return
             if self._clock.seconds() >= deadline:
                 yield self._fail(
-                    session, f"The desktop did not become ready within {self._start_timeout:.0f} seconds.", problem
+                    session,
+                    N_("The desktop did not become ready within {seconds} seconds.").format(
+                        seconds=round(self._start_timeout)),
+                    problem,
                 )
                 return
             interval = PROBE_INTERVALS[probes] if probes < len(PROBE_INTERVALS) else PROBE_INTERVAL
@@ -390,7 +394,7 @@ class DesktopSessions:
     @inlineCallbacks
     def stop(
         self, session: DesktopSession, actor: str, end_reason: str = USER,
-        reason: str = "Stopped by you.",
+        reason: str = N_("Stopped by you."),
     ) -> Generator[Deferred[Any], Any, DesktopSession]:
         """Stop a session (or cancel a queued start): close its connections, remove its
         container, mark it stopped with why.
@@ -526,9 +530,9 @@ class DesktopSessions:
 def _policy_words(policy: str, desktop: DesktopType) -> str:
     if policy == IDLE:
         assert desktop.idle_timeout is not None
-        return f"Stopped after {minutes(desktop.idle_timeout)} without input."
+        return N_("Stopped after {duration} without input.").format(duration=minutes(desktop.idle_timeout))
     if policy == LIFETIME:
         assert desktop.max_lifetime is not None
-        return f"Stopped after its maximum time of {minutes(desktop.max_lifetime)}."
+        return N_("Stopped after its maximum time of {duration}.").format(duration=minutes(desktop.max_lifetime))
     assert desktop.disconnect_grace is not None
-    return f"Stopped after {minutes(desktop.disconnect_grace)} with no browser connected."
+    return N_("Stopped after {duration} with no browser connected.").format(duration=minutes(desktop.disconnect_grace))

@@ -14,22 +14,18 @@ function element(tag, text, attributes) {
   return node;
 }
 
-function problemText(error) {
-  return error.message + (error.retryAfter ? " Try again in " + error.retryAfter + " s." : "");
-}
-
 async function start(desktop, button) {
   button.disabled = true;
-  button.textContent = "Starting…";
+  button.textContent = t("Starting…");
   try {
     const session = await relayApi.call("POST", "/sessions", { desktop: desktop.name });
     // At once, whatever the state: the page loads while the container starts and shows the
     // desktop the moment it is ready.
     window.location.assign(session.url);
   } catch (error) {
-    statusLine.textContent = problemText(error);
+    statusLine.textContent = relayApi.problemText(error);
     button.disabled = false;
-    button.textContent = "Start";
+    button.textContent = t("Start");
   }
 }
 
@@ -37,7 +33,7 @@ async function stop(session) {
   try {
     await relayApi.call("DELETE", "/sessions/" + encodeURIComponent(session.id));
   } catch (error) {
-    statusLine.textContent = problemText(error);
+    statusLine.textContent = relayApi.problemText(error);
   }
   await refresh();
 }
@@ -56,12 +52,14 @@ function sessionRow(session) {
   item.dataset.session = session.id;
   item.dataset.state = session.state;
   item.append(element("span", relayApi.stateText(session), { className: "state" }),
-              element("span", session.title));
+              element("span", session.title),
+              element("time", t("started {time}", { time: i18n.time(session.created) }),
+                      { dateTime: new Date(session.created * 1000).toISOString(), title: i18n.dateTime(session.created) }));
   if (relayApi.ACTIVE.has(session.state)) {
     if (session.state !== "stopping") {
-      item.append(element("a", "Open", { href: session.url }));
+      item.append(element("a", t("Open"), { href: session.url }));
       const running = session.state === "ready" || session.state === "interrupted";
-      const button = element("button", running ? "Stop" : "Cancel", { type: "button", className: "quiet" });
+      const button = element("button", running ? t("Stop") : t("Cancel"), { type: "button", className: "quiet" });
       button.addEventListener("click", () => stop(session));
       item.append(button);
     }
@@ -78,14 +76,14 @@ async function refresh() {
   for (const desktop of desktops) {
     const item = element("li");
     item.append(element("h3", desktop.title), element("p", desktop.description));
-    const button = element("button", "Start", { type: "button" });
+    const button = element("button", t("Start"), { type: "button" });
     button.dataset.desktop = desktop.name;
     button.addEventListener("click", () => start(desktop, button));
     item.append(button);
     desktopList.append(item);
   }
   if (desktops.length === 0) {
-    desktopList.append(element("li", "No desktops are available for your account."));
+    desktopList.append(element("li", t("No desktops are available for your account.")));
   }
   document.getElementById("sessions").replaceChildren(...sessions.map(sessionRow));
   for (const session of sessions) {

@@ -9,7 +9,7 @@ const relayApi = (() => {
 
   class ApiError extends Error {
     constructor(status, problem, retryAfter) {
-      super(problem.detail || problem.title || ("HTTP " + status));
+      super(problem.detail || problem.title || t("HTTP error {status}", { status }));
       this.status = status;
       this.problem = problem;
       this.retryAfter = retryAfter;
@@ -68,42 +68,50 @@ const relayApi = (() => {
   const ACTIVE = new Set(["queued", "starting", "ready", "interrupted", "stopping"]);
 
   const STATES = {
-    queued: "Waiting", starting: "Starting", ready: "Running", interrupted: "Interrupted",
-    stopping: "Stopping", stopped: "Ended", failed: "Failed",
+    queued: t("Waiting"), starting: t("Starting"), ready: t("Running"), interrupted: t("Interrupted"),
+    stopping: t("Stopping"), stopped: t("Ended"), failed: t("Failed"),
   };
 
-  // view.end_reason in plain words: the sentence after "This desktop ...".
+  // view.end_reason in plain words.
   const END_REASONS = {
-    "idle": "was stopped because nobody used it for a while.",
-    "lifetime": "reached the longest time a desktop may run.",
-    "disconnected": "was stopped because no browser showed it for a while.",
-    "user": "was stopped by you.",
-    "signed-out": "was stopped because you signed out.",
-    "admin": "was stopped by an administrator.",
-    "container-exited": "stopped by itself: the desktop exited or crashed.",
-    "out-of-memory": "ran out of memory and was stopped.",
-    "engine-lost": "was lost when the server's container engine restarted.",
-    "start-failed": "could not start.",
+    "idle": t("This desktop was stopped because nobody used it for a while."),
+    "lifetime": t("This desktop reached the longest time a desktop may run."),
+    "disconnected": t("This desktop was stopped because no browser showed it for a while."),
+    "user": t("This desktop was stopped by you."),
+    "signed-out": t("This desktop was stopped because you signed out."),
+    "admin": t("This desktop was stopped by an administrator."),
+    "container-exited": t("This desktop stopped by itself: the desktop exited or crashed."),
+    "out-of-memory": t("This desktop ran out of memory and was stopped."),
+    "engine-lost": t("This desktop was lost when the server's container engine restarted."),
+    "start-failed": t("This desktop could not start."),
   };
 
   function stateText(view) {
     if (view.state === "queued" && view.position) {
-      return view.position === 1 ? "Waiting: next in line" : "Waiting: number " + view.position + " in line";
+      return view.position === 1 ? t("Waiting: next in line")
+        : tn("Waiting: number {count} in line", "Waiting: number {count} in line", view.position);
     }
     if (view.state === "interrupted") { return view.reason || STATES.interrupted; }
     return STATES[view.state] || view.state;
   }
 
   function endText(view) {
-    return "This desktop " + (END_REASONS[view.end_reason] || "has ended.");
+    return END_REASONS[view.end_reason] || t("This desktop has ended.");
+  }
+
+  // A problem's words (the server wrote them in the page's language), and when to try again.
+  function problemText(error) {
+    return error.retryAfter
+      ? t("{problem} Try again in {seconds} s.", { problem: error.message, seconds: error.retryAfter })
+      : error.message;
   }
 
   // "4:05" under an hour, "2 h 10 min" above: for countdowns and time left.
   function duration(seconds) {
     const s = Math.max(0, Math.ceil(seconds));
     if (s < 3600) { return Math.floor(s / 60) + ":" + String(s % 60).padStart(2, "0"); }
-    return Math.floor(s / 3600) + " h " + Math.floor((s % 3600) / 60) + " min";
+    return t("{hours} h {minutes} min", { hours: Math.floor(s / 3600), minutes: Math.floor((s % 3600) / 60) });
   }
 
-  return { ApiError, ACTIVE, call, duration, endText, nextView, serverNow, signIn, sleep, stateText };
+  return { ApiError, ACTIVE, call, duration, endText, nextView, problemText, serverNow, signIn, sleep, stateText };
 })();

@@ -62,22 +62,23 @@ function show(next) {
   text("notice-error", "");
   const running = view.state === "ready" || view.state === "interrupted";
   stopButton.hidden = !relayApi.ACTIVE.has(view.state) || view.state === "stopping";
-  stopButton.textContent = running ? "Stop" : "Cancel";
+  stopButton.textContent = running ? t("Stop") : t("Cancel");
   if (running) {
     // Interrupted: the client keeps trying to reconnect by itself while the server waits for
     // its container engine.
     loadClient();
   } else if (view.state === "queued") {
-    showNotice("Waiting for a free desktop",
-      view.position ? "You are number " + view.position + " in line. The desktop opens here by itself." : "",
-      "All desktops are in use right now.");
+    showNotice(t("Waiting for a free desktop"),
+      view.position ? tn("You are number {count} in line. The desktop opens here by itself.",
+                         "You are number {count} in line. The desktop opens here by itself.", view.position) : "",
+      t("All desktops are in use right now."));
   } else if (view.state === "starting") {
-    showNotice("Starting " + view.title + "…", "The desktop opens here in a moment.", "");
+    showNotice(t("Starting {desktop}…", { desktop: view.title }), t("The desktop opens here in a moment."), "");
   } else if (view.state === "stopping") {
-    showNotice("Stopping…", "", "");
+    showNotice(t("Stopping…"), "", "");
   } else {
     endClient();
-    showNotice(view.state === "failed" ? view.title + " failed" : view.title + " has ended",
+    showNotice(view.state === "failed" ? t("{desktop} failed", { desktop: view.title }) : t("{desktop} has ended", { desktop: view.title }),
       relayApi.endText(view), view.reason);
     startAgainButton.hidden = false;
   }
@@ -90,25 +91,25 @@ function tick() {
   if (!view || !(view.state === "ready" || view.state === "interrupted")) {
     warning.hidden = true;
     text("time-left", "");
-    document.title = view ? view.title + " · " + relayApi.stateText(view) : "Desktop";
+    document.title = view ? view.title + " · " + relayApi.stateText(view) : t("Desktop");
     return;
   }
   const now = relayApi.serverNow();
   if (view.warning) {
     const left = relayApi.duration(view.warning.at - now);
     text("warning-text", view.warning.reason === "idle"
-      ? "Nobody has used this desktop for a while. It stops in"
-      : "This desktop reaches its time limit. Save your work: it stops in");
+      ? t("Nobody has used this desktop for a while. It stops in")
+      : t("This desktop reaches its time limit. Save your work: it stops in"));
     text("countdown", left);
-    text("warning-hint", view.warning.reason === "idle" ? "Type or move the mouse in the desktop to keep it." : "");
+    text("warning-hint", view.warning.reason === "idle" ? t("Type or move the mouse in the desktop to keep it.") : "");
     warning.hidden = false;
     text("time-left", "");
-    document.title = "Stops in " + left + " · " + view.title;
+    document.title = t("Stops in {time}", { time: left }) + " · " + view.title;
     return;
   }
   warning.hidden = true;
   const lifetimeLeft = view.lifetime_deadline ? view.lifetime_deadline - now : Infinity;
-  text("time-left", lifetimeLeft < SHOW_TIME_LEFT ? relayApi.duration(lifetimeLeft) + " left" : "");
+  text("time-left", lifetimeLeft < SHOW_TIME_LEFT ? t("{time} left", { time: relayApi.duration(lifetimeLeft) }) : "");
   document.title = view.title;
 }
 
@@ -127,10 +128,10 @@ async function follow() {
       if (error.status === 401) { return; }
       if (error.status === 404) {
         endClient();
-        showNotice("No such desktop", "There is no desktop session with this address for you.", "");
+        showNotice(t("No such desktop"), t("There is no desktop session with this address for you."), "");
         return;
       }
-      text("state", "Reconnecting to the server…");
+      text("state", t("Reconnecting to the server…"));
       await relayApi.sleep(retry);
       retry = Math.min(Math.max(1000, retry * 2), 15000);
       continue;
@@ -157,7 +158,7 @@ async function startAgain() {
     const started = await relayApi.call("POST", "/sessions", { desktop: view.desktop });
     window.location.assign(started.url);
   } catch (error) {
-    text("notice-error", error.message + (error.retryAfter ? " Try again in " + error.retryAfter + " s." : ""));
+    text("notice-error", relayApi.problemText(error));
     startAgainButton.disabled = false;
   }
 }
