@@ -10,13 +10,11 @@ from __future__ import annotations
 import io
 import re
 from collections.abc import Mapping
-from datetime import UTC, datetime
 from functools import cache
 from importlib.resources import files
 from typing import Any
 
 from babel import Locale
-from babel.dates import format_datetime
 from babel.messages.mofile import write_mo
 from babel.messages.pofile import read_po
 from babel.numbers import format_decimal
@@ -35,7 +33,7 @@ _STORED_DEPTH = 3
 
 
 class Language:
-    """One language's translations, and formatting of numbers and times in its locale."""
+    """One language's translations, and how its locale writes numbers."""
 
     def __init__(self, code: str, translations: NullTranslations, messages: Mapping[str, str | list[str]],
                  templates: list[tuple[re.Pattern[str], str | tuple[str, str]]]) -> None:
@@ -104,11 +102,6 @@ class Language:
     def number(self, value: float) -> str:
         """A number as this locale writes it (1,234.5 / 1.234,5)."""
         return format_decimal(value, locale=self.locale)
-
-    def datetime(self, epoch: float) -> str:
-        """A moment (unix seconds) as this locale writes it, in the server's time zone."""
-        moment = datetime.fromtimestamp(epoch, UTC).astimezone()
-        return format_datetime(moment, "medium", tzinfo=moment.tzinfo, locale=self.locale)
 
 
 def catalog_path(code: str) -> Any:
