@@ -13,7 +13,7 @@ from twisted.logger import Logger
 
 from ..engine.interface import ContainerEngineUnavailable, ContainerEvent
 from ..store import READY, STARTING, SQLiteStore
-from .reasons import START_FAILED, exit_reason
+from .reasons import CRASHED, OUT_OF_MEMORY, START_FAILED, exit_reason
 from .sessions import DesktopSessions
 
 # A container told to stop by someone other than the relay (an admin's `docker stop`, or the
@@ -96,7 +96,8 @@ class EventHandler:
                 logs = ""
             if logs.strip():
                 reason += ": " + " | ".join(line for line in logs.strip().splitlines()[-3:])
-            yield self._sessions.end(session, START_FAILED, f"The desktop stopped while starting: {reason}")
+            yield self._sessions.end(session, START_FAILED, f"The desktop stopped while starting: {reason}",
+                                     OUT_OF_MEMORY if oom else CRASHED)
             return
         yield self._sessions.end(session, *exit_reason(code, oom))
 

@@ -22,7 +22,9 @@ from ..lifecycle import (
     SessionLimitReached,
     UnknownDesktop,
 )
-from ..store import QUEUED, READY, STARTING, DesktopSession, SQLiteStore
+from ..lifecycle.steps import step_of
+from ..store import FAILED, QUEUED, READY, STARTING, STOPPED, DesktopSession, SQLiteStore
+from .endings import ending_of
 from .guard import RequestGuard, identity_of
 from .openapi import admin_document, user_document
 from .responses import (
@@ -55,6 +57,8 @@ def session_view(
     """A desktop session as the browser may see it (no container password, no host port)."""
     desktop = sessions.desktop(session.desktop)
     timing = sessions.timing_of(session)
+    step, step_since = step_of(session)
+    ended = session.state in (STOPPED, FAILED)
     view: dict[str, Any] = {
         "id": session.id,
         "desktop": session.desktop,
@@ -62,6 +66,11 @@ def session_view(
         "state": session.state,
         "reason": session.reason,
         "end_reason": session.end_reason,
+        "failure": session.failure,
+        # What happened and what to do, in the user's words, once it has ended.
+        "ending": ending_of(session.end_reason, session.failure).view() if ended else None,
+        "step": step,
+        "step_since": step_since,
         "created": session.created,
         "updated": session.updated,
         "ready_at": session.ready_at,
