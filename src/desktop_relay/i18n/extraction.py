@@ -45,6 +45,7 @@ def update(root: Path) -> None:
                 catalog = read_po(po, locale=code, domain=DOMAIN)
         else:
             catalog = Catalog(locale=code, domain=DOMAIN, project="desktop-relay")
-        catalog.update(template, update_header_comment=False)
+        # No guessed translations from similar msgids: a new string waits, untranslated, for a person.
+        catalog.update(template, no_fuzzy_matching=True, update_header_comment=False)
         with path.open("wb") as po:
             write_po(po, catalog, width=100, ignore_obsolete=True, include_lineno=False)

@@ -1,4 +1,5 @@
-"""Why a desktop session ended: the stable codes (API, audit, metrics) and the words users see."""
+"""Why a desktop session ended, and why a start failed: the stable codes (API, audit, metrics) and
+the words stored with them (web/endings.py has what the pages tell the user to do)."""
 
 from __future__ import annotations
 
@@ -10,15 +11,29 @@ DISCONNECTED = "disconnected"
 USER = "user"
 SIGNED_OUT = "signed-out"
 ADMIN = "admin"
+# Reserved for a teacher stopping a pupil's desktop (issue 11); nothing ends a session so yet.
+TEACHER = "teacher"
 CONTAINER_EXITED = "container-exited"
 OUT_OF_MEMORY = "out-of-memory"
 ENGINE_LOST = "engine-lost"
 START_FAILED = "start-failed"
 
 END_REASONS = (
-    IDLE, LIFETIME, DISCONNECTED, USER, SIGNED_OUT, ADMIN,
+    IDLE, LIFETIME, DISCONNECTED, USER, SIGNED_OUT, ADMIN, TEACHER,
     CONTAINER_EXITED, OUT_OF_MEMORY, ENGINE_LOST, START_FAILED,
 )
+
+# Why a start failed (the session's `failure`, beside end_reason start-failed).
+IMAGE_MISSING = "image-missing"  # the desktop's image is not on the server
+ENGINE_REFUSED = "engine-refused"  # the engine would not create or start the container
+ENGINE_TIMEOUT = "engine-timeout"  # the engine did not answer in time
+NOT_READY = "not-ready"  # the container ran, but its desktop never answered in time
+CRASHED = "crashed"  # the container stopped or vanished while starting
+WITHDRAWN = "withdrawn"  # a reload removed the desktop while the start waited
+SERVER_ERROR = "server-error"  # a bug in the relay
+
+# OUT_OF_MEMORY serves here too: killed for memory while starting.
+FAILURES = (IMAGE_MISSING, ENGINE_REFUSED, ENGINE_TIMEOUT, NOT_READY, CRASHED, OUT_OF_MEMORY, WITHDRAWN, SERVER_ERROR)
 
 
 def minutes(seconds: float) -> str:

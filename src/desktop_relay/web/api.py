@@ -23,7 +23,9 @@ from ..lifecycle import (
     SessionLimitReached,
     UnknownDesktop,
 )
-from ..store import QUEUED, READY, STARTING, DesktopSession, SQLiteStore
+from ..lifecycle.steps import step_of
+from ..store import FAILED, QUEUED, READY, STARTING, STOPPED, DesktopSession, SQLiteStore
+from .endings import ending_of
 from .guard import RequestGuard, identity_of
 from .openapi import admin_document, user_document
 from .responses import (
@@ -60,6 +62,8 @@ def session_view(
     words = words or language(DEFAULT_LANGUAGE)
     desktop = sessions.desktop(session.desktop)
     timing = sessions.timing_of(session)
+    step, step_since = step_of(session)
+    ended = session.state in (STOPPED, FAILED)
     view: dict[str, Any] = {
         "id": session.id,
         "desktop": session.desktop,
@@ -68,6 +72,11 @@ def session_view(
         # Stored in English (for the audit and admins); shown in the reader's language.
         "reason": words.stored(session.reason),
         "end_reason": session.end_reason,
+        "failure": session.failure,
+        # What happened and what to do, in the user's words, once it has ended.
+        "ending": ending_of(session.end_reason, session.failure).view(words) if ended else None,
+        "step": step,
+        "step_since": step_since,
         "created": session.created,
         "updated": session.updated,
         "ready_at": session.ready_at,
