@@ -17,7 +17,7 @@ from twisted.web.iweb import IRequest
 from twisted.web.server import Request
 
 from ..config import SiteSettings
-from ..i18n import LANGUAGE_COOKIE, LANGUAGES, Language, PluralText, Text
+from ..i18n import LANGUAGE_COOKIE, LANGUAGES, Language, PluralText, Text, language
 from .responses import redirect, request_language
 
 # For the relay's own pages. The desktop's web client is served from the container with its
@@ -60,6 +60,9 @@ class Pages:
     def __init__(self, site: SiteSettings | None = None, secure_cookies: bool = False) -> None:
         self.site = site or SiteSettings()
         self._secure = secure_cookies
+        # The catalogs are read now, at start-up: a broken one stops the relay, not a page.
+        for code in LANGUAGES:
+            language(code)
         self._templates = Environment(
             loader=PackageLoader("desktop_relay.web", "templates"),
             autoescape=select_autoescape(default=True), auto_reload=False,
