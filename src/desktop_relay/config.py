@@ -96,7 +96,7 @@ class SiteSettings:
     # The logo's file and its bytes (read once at start-up; served at /site/logo).
     logo: Path | None = None
     logo_image: bytes = attr.ib(default=b"", repr=False)
-    accent: str = "#2a6f97"
+    accent: str = "#1d3557"
 
     @property
     def logo_type(self) -> str:
@@ -255,7 +255,7 @@ _METRICS_DEFAULTS = {
     "listen": "tcp:9118:interface=127.0.0.1",
     "token_file": "",
 }
-_SITE_DEFAULTS = {"name": "Desktops", "logo": "", "accent": "#2a6f97"}
+_SITE_DEFAULTS = {"name": "Desktops", "logo": "", "accent": "#1d3557"}
 # Logos browsers show in an <img>, by suffix; anything else is refused at start-up.
 _IMAGE_TYPES = {".png": "image/png", ".svg": "image/svg+xml", ".jpg": "image/jpeg", ".jpeg": "image/jpeg",
                 ".gif": "image/gif", ".webp": "image/webp"}
@@ -586,7 +586,7 @@ def _claim_name(text: str) -> str:
 
 def _accent(text: str) -> str:
     if not re.fullmatch(r"#(?:[0-9a-fA-F]{3}|[0-9a-fA-F]{6})", text):
-        raise ValueError("must be a colour written #rgb or #rrggbb, such as #2a6f97")
+        raise ValueError("must be a colour written #rgb or #rrggbb, such as #1d3557")
     return text.lower()
 
 

@@ -2,9 +2,9 @@
 -> the relay as twistd on loopback -> a desktop container of the demo image.
 
 Sign-in and dashboard in German, the language switch remembered across pages against the
-browser's wish, a start whose state reads German, and a stop with its reason in German. The
-school's name, logo and accent ([site]) on the way; the dashboard's screenshots in both languages
-are kept (docs/languages.md shows them).
+browser's wish, a start whose state reads German, and a stop with its reason in German; the German
+pages pass axe-core too. The school's name, logo and accent ([site]) on the way; the dashboard's
+screenshots in both languages are kept (docs/languages.md shows them).
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from pathlib import Path
 import loopback_forward
 import pytest
 from apache_harness import ARTIFACTS
+from axe_pages import assert_accessible
 from desktop_browser import CHROMIUM, CHROMIUM_ARGS, DesktopPage
 from loopback_forward import IsolatedChromium
 from relay_harness import PASSWORD, RelayProcess
@@ -75,6 +76,7 @@ def test_sign_in_and_dashboard_are_german_and_the_switch_is_remembered(
     assert page.get_by_role("button", name="Anmelden").is_visible()
     assert page.get_by_role("img", name="Gesamtschule Am See").is_visible()
     assert page.title() == "Anmelden · Gesamtschule Am See"
+    assert_accessible(page, "the sign-in page in German, in the school's colours")
     # The wrong password is told in German too.
     page.get_by_label("Benutzername").fill("alice")
     page.fill("input[name=password]", "wrong")
@@ -89,6 +91,7 @@ def test_sign_in_and_dashboard_are_german_and_the_switch_is_remembered(
     assert start.text_content() == "Starten"
     header = page.locator("header").evaluate("e => getComputedStyle(e).backgroundColor")
     assert header == "rgb(122, 31, 92)"
+    assert_accessible(page, "the dashboard in German, in the school's colours")
 
     # The switch: English, remembered on the next pages although the browser still asks for German.
     page.get_by_role("link", name="English").click()
@@ -129,6 +132,7 @@ def test_a_desktop_starts_and_stops_in_german(relay_factory: Callable[..., Relay
     assert tab.bar("state").text_content() == "Beendet"
     assert page.get_by_text("Von dir beendet.").is_visible()
     assert page.get_by_role("button", name="Neu starten").is_visible()
+    assert_accessible(page, "the session page of an ended desktop, in German")
 
     # The dashboard lists it with the same words, and when it started, in German time format.
     page.goto(relay.url + "/")

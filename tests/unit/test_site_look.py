@@ -18,7 +18,7 @@ PNG = bytes.fromhex("89504e470d0a1a0a0000000d4948445200000001000000010806000000"
 
 def test_the_defaults_are_neutral(tmp_path: Path) -> None:
     site = load_config(write(tmp_path, MINIMAL)).site
-    assert site == SiteSettings() and site.name == "Desktops" and site.logo is None and site.accent == "#2a6f97"
+    assert site == SiteSettings() and site.name == "Desktops" and site.logo is None and site.accent == "#1d3557"
 
 
 def test_name_logo_and_accent_are_read(tmp_path: Path) -> None:
