@@ -129,7 +129,10 @@ function show(next) {
   stopButton.hidden = !relayApi.ACTIVE.has(view.state) || view.state === "stopping";
   stopButton.textContent = running ? t("Stop") : t("Cancel");
   if (!connected && steps.note(view, true)) {
+    // In line, the notice itself tells the place (a live region of its own).
     announce(view.state === "queued" ? "" : steps.announcement(view));
+  } else if (view.state === "interrupted") {
+    announce(view.reason);
   }
   if (running) {
     // Interrupted: the client keeps trying to reconnect by itself while the server waits for
@@ -223,6 +226,7 @@ async function follow() {
         return;
       }
       text("state", t("Reconnecting to the server…"));
+      announce(t("Reconnecting to the server…"));
       await relayApi.sleep(retry);
       retry = Math.min(Math.max(1000, retry * 2), 15000);
       continue;
