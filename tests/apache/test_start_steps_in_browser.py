@@ -81,7 +81,7 @@ def test_a_queued_start_lists_its_steps_with_their_times_and_announces_each_once
 
     # A desktop frees: the start goes on by itself, through to the connected client.
     assert alice.api("DELETE", f"/sessions/{alices['id']}").status_code == 200
-    bob.wait_connected_despite_docker()
+    bob.wait_connected(timeout=60)
     bob.page.wait_for_function("() => document.getElementById('notice').hidden")
     assert "Demo desktop is ready." in announced, announced
     assert "Connecting…" in announced and announced.index("Connecting…") < announced.index("Demo desktop is ready.")
@@ -145,7 +145,7 @@ def test_the_keyboard_alone_starts_a_desktop_reaches_the_bar_from_it_and_stops_i
     assert outline not in ("none", ""), outline
     page.keyboard.press("Enter")
     page.wait_for_url("**/desktop/*/", timeout=30_000)
-    alice.wait_connected_despite_docker()
+    alice.wait_connected(timeout=60)
 
     # The desktop has the keyboard, and the bar says how to leave it.
     page.wait_for_function("() => document.activeElement === document.getElementById('desktop')")
