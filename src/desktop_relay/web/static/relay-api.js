@@ -194,7 +194,6 @@ const relayApi = (() => {
   }
 
   return {
-    ApiError, ACTIVE, StartSteps, call, duration, elapsed, endAction, endText, nextView, serverNow, signIn, sleep,
-    stateText,
+    ApiError, ACTIVE, StartSteps, call, duration, endAction, endText, nextView, serverNow, signIn, sleep, stateText,
   };
 })();
