@@ -207,7 +207,7 @@ const relayApi = (() => {
   }
 
   return {
-    ApiError, ACTIVE, StartSteps, call, duration, elapsed, endAction, endText, nextView, problemText, serverNow,
-    signIn, sleep, stateText,
+    ApiError, ACTIVE, StartSteps, call, duration, endAction, endText, nextView, problemText, serverNow, signIn,
+    sleep, stateText,
   };
 })();
