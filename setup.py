@@ -11,7 +11,10 @@ setup(
     # twisted.plugins is Twisted's namespace for plugins: we ship one module into it,
     # never an __init__.py of our own.
     packages=find_packages("src") + ["twisted.plugins"],
-    package_data={"desktop_relay": ["web/templates/*.html", "web/static/*", "web/openapi.json", "schema/*.sql"]},
+    package_data={"desktop_relay": [
+        "web/templates/*.html", "web/static/*", "web/openapi.json", "schema/*.sql",
+        "locale/*/LC_MESSAGES/*.po",
+    ]},
     install_requires=[
         "twisted[tls]>=24.7",
         "autobahn>=24.4",
@@ -29,6 +32,11 @@ setup(
         # Prometheus metrics: the reference client, well kept by the Prometheus project; its
         # Twisted MetricsResource serves /metrics, its registries keep each relay's apart.
         "prometheus_client>=0.17",
+        # Languages: gettext catalogs (.po read at start-up), Accept-Language negotiation, and
+        # numbers, dates and plural rules per locale from CLDR; the Pallets' standard for Python.
+        "Babel>=2.12",
+        # The pages' templates: autoescaping HTML, and Babel extracts their strings (jinja2.ext).
+        "Jinja2>=3.1",
     ],
     extras_require={
         "test": [

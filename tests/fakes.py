@@ -31,6 +31,7 @@ from desktop_relay.engine.interface import (
     ContainerInfo,
     ContainerSpec,
     ContainerStartFailed,
+    DesktopImageMissing,
     EngineSummary,
     IContainerProvisioner,
     IEventFollower,
@@ -260,7 +261,7 @@ class FakeProvisioner:
             return fail(ContainerStartFailed(self._start_failures.pop(0)))
         if spec.desktop.image not in self.images:
             return fail(
-                ContainerStartFailed(
+                DesktopImageMissing(
                     f"desktop image '{spec.desktop.image}' is not on this server: build or pull it"
                 )
             )

@@ -89,6 +89,22 @@ class HeaderSettings:
 
 
 @attr.s(frozen=True, auto_attribs=True)
+class SiteSettings:
+    """The `[site]` section: the school's name, logo and accent colour on every page."""
+
+    name: str = "Desktops"
+    # The logo's file and its bytes (read once at start-up; served at /site/logo).
+    logo: Path | None = None
+    logo_image: bytes = attr.ib(default=b"", repr=False)
+    accent: str = "#1d3557"
+
+    @property
+    def logo_type(self) -> str:
+        """The logo's media type, by its suffix (checked when the file was read)."""
+        return _IMAGE_TYPES[self.logo.suffix.lower()] if self.logo else ""
+
+
+@attr.s(frozen=True, auto_attribs=True)
 class RelayConfig:
     """All settings of one relay, as read from relay.ini."""
 
@@ -135,6 +151,7 @@ class RelayConfig:
     metrics_token: str | None = attr.ib(default=None, repr=False)
     # [relay] log_format: "text" (twistd's lines) or "json" (one JSON object per line).
     log_format: str = "text"
+    site: SiteSettings = SiteSettings()
 
     @property
     def secure_cookies(self) -> bool:
@@ -238,7 +255,14 @@ _METRICS_DEFAULTS = {
     "listen": "tcp:9118:interface=127.0.0.1",
     "token_file": "",
 }
+_SITE_DEFAULTS = {"name": "Desktops", "logo": "", "accent": "#1d3557"}
+# Logos browsers show in an <img>, by suffix; anything else is refused at start-up.
+_IMAGE_TYPES = {".png": "image/png", ".svg": "image/svg+xml", ".jpg": "image/jpeg", ".jpeg": "image/jpeg",
+                ".gif": "image/gif", ".webp": "image/webp"}
+# A logo is shown small; a bigger file is a mistake (a photo, not a logo).
+_MAX_LOGO_BYTES = 1024 * 1024
 _SECTIONS = {
+    "site": _SITE_DEFAULTS,
     "relay": _RELAY_DEFAULTS,
     "docker": _DOCKER_DEFAULTS,
     "auth": _AUTH_DEFAULTS,
@@ -501,6 +525,7 @@ def load_config(path: str | os.PathLike[str]) -> RelayConfig:
             if reader.raw("metrics", "token_file", _METRICS_DEFAULTS) else None
         ),
         log_format=reader.value("relay", "log_format", r, _log_format),
+        site=_read_site(reader),
     )
     if config.auth_method == "oidc":
         config = attr.evolve(config, oidc=_read_oidc(reader))
@@ -557,6 +582,46 @@ def _claim_name(text: str) -> str:
     if not re.match(r"^[A-Za-z0-9_.:-]+$", text):
         raise ValueError("must be a claim name such as sub, uuid or groups")
     return text
+
+
+def _accent(text: str) -> str:
+    if not re.fullmatch(r"#(?:[0-9a-fA-F]{3}|[0-9a-fA-F]{6})", text):
+        raise ValueError("must be a colour written #rgb or #rrggbb, such as #1d3557")
+    return text.lower()
+
+
+def _site_name(text: str) -> str:
+    if not text:
+        raise ValueError("must not be empty")
+    if len(text) > 80 or not text.isprintable():
+        raise ValueError("must be one line of at most 80 characters")
+    return text
+
+
+def _read_site(reader: _Reader) -> SiteSettings:
+    """The [site] section; the logo file is read here, so a wrong one stops start-up."""
+    k = _SITE_DEFAULTS
+    logo: Path | None = None
+    image = b""
+    if reader.raw("site", "logo", k):
+        logo = reader.path_value("site", "logo", k)
+        if logo.suffix.lower() not in _IMAGE_TYPES:
+            raise reader.fail("site", "logo", f"{logo} is not an image: use one of {', '.join(sorted(_IMAGE_TYPES))}")
+        try:
+            with logo.open("rb") as f:
+                image = f.read(_MAX_LOGO_BYTES + 1)
+        except OSError as e:
+            raise reader.fail("site", "logo", f"cannot read {logo}: {e.strerror}") from None
+        if not image:
+            raise reader.fail("site", "logo", f"{logo} is empty")
+        if len(image) > _MAX_LOGO_BYTES:
+            raise reader.fail("site", "logo", f"{logo} is larger than 1 MB")
+    return SiteSettings(
+        name=reader.value("site", "name", k, _site_name),
+        logo=logo,
+        logo_image=image,
+        accent=reader.value("site", "accent", k, _accent),
+    )
 
 
 def _header_name(text: str) -> str:

@@ -61,6 +61,7 @@ RESTART_SETTINGS = {
     "metrics_listen": "[metrics] listen",
     "metrics_token": "[metrics] token_file",
     "log_format": "[relay] log_format",
+    "site": "[site]",
 }
 # The settings a reload applies, with their place in relay.ini.
 RELOADED_SETTINGS = {

@@ -45,6 +45,7 @@ from .web.admin.users import UsersAdmin
 from .web.api import UserAPI
 from .web.app import RelayWeb
 from .web.guard import RequestGuard
+from .web.pages import Pages
 
 
 class _ScrapeSite(Site):
@@ -170,6 +171,7 @@ class RelayService(MultiService):
             store=self.store,
             metrics=self.metrics,
             admin=admin,
+            pages=Pages(config.site, config.secure_cookies),
         )
         site = Site(web.resource())
         site.displayTracebacks = False

@@ -8,6 +8,7 @@ import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import loopback_forward
 import pytest
 from apache_harness import (
     APACHE_BIN,
@@ -18,7 +19,9 @@ from apache_harness import (
     missing,
     render_vhost,
 )
-from desktop_browser import CHROMIUM, CHROMIUM_ARGS
+from desktop_browser import CHROMIUM, CHROMIUM_ARGS, SCREEN, DesktopPage
+from loopback_forward import IsolatedChromium
+from relay_harness import RelayProcess
 from ws_recorder import RecordingBackend
 
 
@@ -95,3 +98,30 @@ def chromium(playwright) -> Iterator[object]:
     browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
     yield browser
     browser.close()
+
+
+@pytest.fixture
+def tab(playwright, tmp_path: Path) -> Iterator[Callable[..., DesktopPage]]:
+    """tab(relay, user) opens a new browser context signed in as user on relay's dashboard, in a
+    Chromium of that relay's own, in a network namespace of its own when it can be (see
+    loopback_forward.py: container starts then cannot abort its requests)."""
+    browsers: dict[int, object] = {}
+    forwarders: list[IsolatedChromium] = []
+
+    def open_tab(relay: RelayProcess, user: str = "alice") -> DesktopPage:
+        if relay.port not in browsers:
+            executable = CHROMIUM
+            if loopback_forward.available():
+                forwarders.append(IsolatedChromium(CHROMIUM, tmp_path, relay.port))
+                executable = str(forwarders[-1].executable)
+            browsers[relay.port] = playwright.chromium.launch(
+                executable_path=executable, headless=True, args=CHROMIUM_ARGS)
+        page = DesktopPage(browsers[relay.port].new_context(viewport=SCREEN).new_page(), relay.url)
+        page.sign_in(user)
+        return page
+
+    yield open_tab
+    for browser in browsers.values():
+        browser.close()
+    for forwarder in forwarders:
+        forwarder.stop()

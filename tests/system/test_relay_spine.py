@@ -226,6 +226,10 @@ def test_failed_start_leaves_a_failed_session_with_its_reason_and_no_container(
         session = alice.api("GET", f"/sessions/{session['id']}").json()
     assert session["state"] == "failed"
     assert "exited with code" in session["reason"]
+    # The session is marked failed first (so that no stop can race it), then its container goes.
+    deadline = time.monotonic() + 10
+    while containers_of(docker_client, relay) and time.monotonic() < deadline:
+        time.sleep(0.2)
     assert containers_of(docker_client, relay) == []
 
 

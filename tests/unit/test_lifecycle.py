@@ -25,6 +25,7 @@ from desktop_relay.lifecycle import (
 )
 from desktop_relay.lifecycle.events import EventHandler
 from desktop_relay.lifecycle.reconcile import reconcile
+from desktop_relay.lifecycle.steps import step_of
 from desktop_relay.store import FAILED, QUEUED, READY, STARTING, STOPPED, DesktopSession, SQLiteStore
 
 PUPIL = Identity("pupil-1", "Pia Pupil", frozenset({"pupils"}))
@@ -163,7 +164,7 @@ async def test_ready_session_is_not_handed_back_while_the_engine_is_away(store: 
 async def test_refused_start_leaves_failed_session_with_reason_and_no_container(store: SQLiteStore) -> None:
     world = World(store)
     session = await world.started(name="broken")
-    assert session.state == FAILED and session.end_reason == "start-failed"
+    assert session.state == FAILED and session.end_reason == "start-failed" and session.failure == "image-missing"
     assert "no/such:image" in session.reason and "not on this server" in session.reason
     assert world.engine.containers == {}
     trail = await store.audit_trail()
@@ -184,7 +185,7 @@ async def test_container_exiting_while_starting_fails_with_dockers_reason(store:
     world.engine.exit(container.container_id, oom=True)
     await world.settle()
     failed = await store.get_session(session.id)
-    assert failed.state == FAILED
+    assert failed.state == FAILED and failed.failure == "out-of-memory"
     assert "ran out of memory" in failed.reason and "cannot open display" in failed.reason
     assert container.container_id in world.engine.removed
 
@@ -207,7 +208,7 @@ async def test_container_exiting_while_starting_fails_the_start_through_the_even
         await pending
     await world.settle()
     failed = await store.get_session(session.id)
-    assert (failed.state, failed.end_reason) == (FAILED, "start-failed")
+    assert (failed.state, failed.end_reason, failed.failure) == (FAILED, "start-failed", "crashed")
     assert "exited with code 1" in failed.reason and "cannot open display" in failed.reason
 
 
@@ -217,7 +218,38 @@ async def test_desktop_that_never_answers_fails_after_the_start_timeout(store: S
     world.probe.ready = False
     session = await world.started()
     assert session.state == FAILED and "did not become ready within" in session.reason
+    assert session.failure == "not-ready"
     assert world.engine.containers == {}
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_start_passes_through_its_steps_and_each_step_wakes_the_long_poll(store: SQLiteStore) -> None:
+    world = World(store)
+    answer: defer.Deferred[bool] = defer.Deferred()
+    world.sessions._probe = lambda backend: answer
+    session, _ = await world.sessions.start(PUPIL, "demo")
+    assert step_of(session) == ("creating", session.updated)
+    # The container is made: the page waiting on the session is told, and now waits for the desktop.
+    await world.sessions.watch.wait(session.id, 10)
+    waiting = await store.get_session(session.id)
+    assert waiting.container_id is not None and step_of(waiting) == ("waiting", waiting.updated)
+    assert waiting.updated >= session.updated
+    woken = world.sessions.watch.wait(session.id, 10)
+    answer.callback(True)
+    await woken
+    await world.settle()
+    ready = await store.get_session(session.id)
+    assert step_of(ready) == ("ready", ready.ready_at)
+    stopped = await world.sessions.stop(ready, PUPIL.user_id)
+    assert step_of(stopped) == (None, None)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_queued_start_is_at_the_queued_step_since_it_joined_the_queue(store: SQLiteStore) -> None:
+    world = World(store, limits=CapacityLimits(max_total=1))
+    await world.started()
+    queued, _ = await world.sessions.start(OTHERS[0], "demo")
+    assert queued.state == QUEUED and step_of(queued) == ("queued", queued.created)
 
 
 # -- stopping -----------------------------------------------------------------------------

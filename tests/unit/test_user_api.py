@@ -161,6 +161,7 @@ async def test_wait_ready_answers_as_soon_as_the_desktop_is_ready(api: API) -> N
     probe_answer: defer.Deferred[bool] = defer.Deferred()
     api.sessions._probe = lambda backend: probe_answer
     _, _, started = await api.post("/sessions", {"desktop": "demo"})
+    assert started["step"] == "creating" and started["step_since"] == started["updated"]
     waiting = defer.ensureDeferred(api.get(f"/sessions/{started['id']}?wait=ready"))
     from twisted.internet import reactor
     from twisted.internet.task import deferLater
@@ -170,6 +171,7 @@ async def test_wait_ready_answers_as_soon_as_the_desktop_is_ready(api: API) -> N
     probe_answer.callback(True)
     status, _, view = await waiting
     assert status == 200 and view["state"] == "ready" and view["idle_deadline"] is not None
+    assert view["step"] == "ready" and view["step_since"] == view["ready_at"] and view["ending"] is None
     assert view["client_url"].startswith(f"/desktop/{started['id']}/?path=desktop%2F{started['id']}%2Fwebsockify")
 
 
@@ -217,6 +219,8 @@ async def test_wait_change_holds_until_the_session_changes_whatever_way_since_is
     await api.sessions.stop(session, "anna")
     status, _, changed = await waiting
     assert status == 200 and changed["state"] == "stopped" and changed["now"] >= changed["updated"]
+    assert (changed["step"], changed["step_since"]) == (None, None)
+    assert changed["ending"] == {"what": "This desktop was stopped by you.", "action": "Start it again when you need it."}
     status, _, problem = await api.get(f"/sessions/{started['id']}?wait=change&since=yesterday")
     assert status == 400 and problem["type"].endswith("invalid-parameter")
 

@@ -29,6 +29,7 @@ from twisted.logger import Logger
 from twisted.web.client import ResponseFailed, ResponseNeverReceived
 
 from ..config import OIDCSettings
+from ..i18n import N_
 from . import Identity
 
 # Asymmetric signatures only: "none" proves nothing, and HMAC algorithms would let anyone who
@@ -49,11 +50,12 @@ MAX_PENDING = 10000
 
 
 class SignInFailed(Exception):
-    """A sign-in that cannot complete: HTTP status, a title and message for people, a detail for logs."""
+    """A sign-in that cannot complete: HTTP status, a title and message for people (msgids,
+    translated on the error page), a detail for logs."""
 
     status = 400
-    title = "Sign-in failed"
-    message = "The sign-in could not be completed."
+    title = N_("Sign-in failed")
+    message = N_("The sign-in could not be completed.")
 
     def __init__(self, detail: str, message: str | None = None) -> None:
         super().__init__(detail)
@@ -66,24 +68,24 @@ class ProviderUnavailable(SignInFailed):
     """The provider could not be reached, or answered with something other than what was asked."""
 
     status = 503
-    title = "Sign-in service unavailable"
-    message = "The school's sign-in service cannot be reached right now. Please try again in a few minutes."
+    title = N_("Sign-in service unavailable")
+    message = N_("The school's sign-in service cannot be reached right now. Please try again in a few minutes.")
 
 
 class ProviderRefused(SignInFailed):
     """The provider sent the browser back with an error instead of a code."""
 
     status = 403
-    title = "Sign-in refused"
-    message = "The school's sign-in service did not sign you in (it was cancelled or refused)."
+    title = N_("Sign-in refused")
+    message = N_("The school's sign-in service did not sign you in (it was cancelled or refused).")
 
 
 class InvalidState(SignInFailed):
     """The callback's state is unknown, expired, used before, or belongs to another browser."""
 
     status = 400
-    title = "Sign-in link not valid"
-    message = ("This sign-in link is not valid: it expired, was already used, or was started in "
+    title = N_("Sign-in link not valid")
+    message = N_("This sign-in link is not valid: it expired, was already used, or was started in "
                "another browser. Please sign in again.")
 
 
@@ -91,24 +93,24 @@ class CodeRejected(SignInFailed):
     """The provider would not exchange the code: replayed, expired or otherwise invalid."""
 
     status = 400
-    title = "Sign-in code not accepted"
-    message = "The sign-in code was already used or has expired. Please sign in again."
+    title = N_("Sign-in code not accepted")
+    message = N_("The sign-in code was already used or has expired. Please sign in again.")
 
 
 class TokenRejected(SignInFailed):
     """The provider's ID token or userinfo did not pass validation."""
 
     status = 502
-    title = "Sign-in answer not trusted"
-    message = "The answer from the school's sign-in service could not be verified, so you were not signed in."
+    title = N_("Sign-in answer not trusted")
+    message = N_("The answer from the school's sign-in service could not be verified, so you were not signed in.")
 
 
 class AccountUnusable(SignInFailed):
     """The token is valid but lacks what the relay needs to know who someone is."""
 
     status = 403
-    title = "Account cannot be used"
-    message = "Your account does not carry the information this service needs. Please ask your administrator."
+    title = N_("Account cannot be used")
+    message = N_("Your account does not carry the information this service needs. Please ask your administrator.")
 
 
 @attr.s(frozen=True, auto_attribs=True)
@@ -400,8 +402,8 @@ class OpenIDProvider:
             raise ProviderUnavailable(
                 f"token endpoint refused the relay's client credentials ({error}); check client_id "
                 "and client_secret_file",
-                message="The sign-in service does not accept this server's credentials. "
-                        "Please tell your administrator.",
+                message=N_("The sign-in service does not accept this server's credentials. "
+                           "Please tell your administrator."),
             )
         if response.code >= 500:
             raise ProviderUnavailable(f"token endpoint answered {response.code}")

@@ -45,6 +45,7 @@ from .interface import (
     ContainerInfo,
     ContainerSpec,
     ContainerStartFailed,
+    DesktopImageMissing,
     EngineSummary,
     IContainerProvisioner,
     IEventFollower,
@@ -411,7 +412,7 @@ class DockerProvisioner:
             else:
                 created = create()
         except ImageNotFound as e:
-            raise ContainerStartFailed(
+            raise DesktopImageMissing(
                 f"desktop image '{desktop.image}' is not on this server: build or pull it"
             ) from e
         except APIError as e:

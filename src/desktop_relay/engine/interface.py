@@ -39,6 +39,10 @@ class ContainerStartFailed(Exception):
     """The engine refused to create or start a container; str() is the reason for the user."""
 
 
+class DesktopImageMissing(ContainerStartFailed):
+    """The desktop's image is not on the engine's host: an admin must build or pull it."""
+
+
 class ImagePullFailed(Exception):
     """The engine could not pull an image (unknown image, registry unreachable or refusing);
     str() is the engine's or the registry's reason."""

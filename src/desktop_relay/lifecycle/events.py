@@ -12,8 +12,9 @@ from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
 from ..engine.interface import ContainerEngineUnavailable, ContainerEvent
+from ..i18n import N_
 from ..store import READY, STARTING, SQLiteStore
-from .reasons import START_FAILED, exit_reason
+from .reasons import CRASHED, OUT_OF_MEMORY, START_FAILED, exit_reason
 from .sessions import DesktopSessions
 
 # A container told to stop by someone other than the relay (an admin's `docker stop`, or the
@@ -96,7 +97,8 @@ class EventHandler:
                 logs = ""
             if logs.strip():
                 reason += ": " + " | ".join(line for line in logs.strip().splitlines()[-3:])
-            yield self._sessions.end(session, START_FAILED, f"The desktop stopped while starting: {reason}")
+            words = N_("The desktop stopped while starting: {reason}").format(reason=reason)
+            yield self._sessions.end(session, START_FAILED, words, OUT_OF_MEMORY if oom else CRASHED)
             return
         yield self._sessions.end(session, *exit_reason(code, oom))
 

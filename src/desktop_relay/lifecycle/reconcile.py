@@ -10,6 +10,7 @@ from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.logger import Logger
 
 from ..engine.interface import ContainerInfo
+from ..i18n import N_
 from ..store import QUEUED, STARTING, STOPPING, DesktopSession, SQLiteStore
 from .reasons import ENGINE_LOST, exit_reason
 from .sessions import DesktopSessions
@@ -19,7 +20,7 @@ _log = Logger()
 # A container that stopped this long before the engine was seen to go is not blamed on it.
 _ENGINE_LOSS_MARGIN = 5.0
 
-ENGINE_LOST_WORDS = "The desktop server restarted and this desktop was lost. Start it again."
+ENGINE_LOST_WORDS = N_("The desktop server restarted and this desktop was lost. Start it again.")
 
 
 def ending_of(info: ContainerInfo | None, engine_lost_at: float | None) -> tuple[str, str]:

@@ -28,8 +28,10 @@ from ..engine.interface import (
     ContainerEngineUnavailable,
     ContainerSpec,
     ContainerStartFailed,
+    DesktopImageMissing,
     IContainerProvisioner,
 )
+from ..i18n import N_
 from ..metrics import RelayMetrics
 from ..store import (
     FAILED,
@@ -44,7 +46,21 @@ from ..store import (
 from .activity import ActivityTracker
 from .engine import EngineState
 from .policy import Timing, timing
-from .reasons import IDLE, LIFETIME, START_FAILED, USER, minutes
+from .reasons import (
+    CRASHED,
+    ENGINE_REFUSED,
+    ENGINE_TIMEOUT,
+    IDLE,
+    IMAGE_MISSING,
+    LIFETIME,
+    NOT_READY,
+    OUT_OF_MEMORY,
+    SERVER_ERROR,
+    START_FAILED,
+    USER,
+    WITHDRAWN,
+    minutes,
+)
 from .watch import SessionWatch
 
 # How often a starting container is asked whether it is ready yet: often at first (a small
@@ -263,7 +279,9 @@ class DesktopSessions:
                 return None
             # A bug, not the engine: the user is told, the session does not hang in starting.
             self._log.failure("starting session {session} failed", failure, session=session.id)
-            return self._fail(session, "The desktop could not be started because of an error on the server.")
+            return self._fail(
+                session, SERVER_ERROR, N_("The desktop could not be started because of an error on the server.")
+            )
 
         def done(_: object) -> None:
             self._working.pop(session.id, None)
@@ -275,7 +293,7 @@ class DesktopSessions:
     def _launch(self, session: DesktopSession) -> Generator[Deferred[Any], Any, None]:
         desktop = self._desktops.get(session.desktop)
         if desktop is None:
-            yield self._fail(session, "This desktop is no longer offered.")
+            yield self._fail(session, WITHDRAWN, N_("This desktop is no longer offered."))
             return
         spec = ContainerSpec(session.id, session.owner, self.instance, desktop, session.vnc_password)
         try:
@@ -283,7 +301,8 @@ class DesktopSessions:
         except ContainerEngineTimedOut as e:
             # The engine may still carry out the create: the provisioner removes what appears,
             # and the event follower removes any container of a session that is not starting.
-            yield self._fail(session, "The desktop server did not answer in time. Please try again.", str(e))
+            yield self._fail(session, ENGINE_TIMEOUT,
+                             N_("The desktop server did not answer in time. Please try again."), str(e))
             return
         except ContainerEngineUnavailable as e:
             # Nothing was created: back to its place in the queue until the engine returns.
@@ -294,7 +313,7 @@ class DesktopSessions:
             self.watch.changed([session.id])
             return
         except ContainerStartFailed as e:
-            yield self._fail(session, str(e))
+            yield self._fail(session, IMAGE_MISSING if isinstance(e, DesktopImageMissing) else ENGINE_REFUSED, str(e))
             return
         updated = yield self._store.update_session(
             session.id, self._clock.seconds(), expect=[STARTING],
@@ -304,6 +323,8 @@ class DesktopSessions:
             # Stopped while the engine was creating it: do not leave the container behind.
             yield self.remove_quietly(info.container_id)
             return
+        # The next step (waiting for the desktop to answer): pages following the start show it.
+        self.watch.changed([session.id])
         self._log.info(
             "session {session}: {user} started {desktop} in container {container}",
             session=session.id, user=session.owner, desktop=session.desktop, container=info.container_id[:12],
@@ -348,18 +369,23 @@ class DesktopSessions:
                 except ContainerEngineUnavailable as e:
                     info, problem = None, str(e)
                 if info is None and problem is None:
-                    yield self._fail(session, "The desktop's container disappeared while starting.")
+                    yield self._fail(session, CRASHED, N_("The desktop's container disappeared while starting."))
                     return
                 if info is not None and not info.running:
                     logs = yield self.provisioner.logs_tail(info.container_id, 5)
-                    reason = info.problem or f"the container stopped ({info.status})"
+                    reason = info.problem or N_("the container stopped ({status})").format(status=info.status)
                     if logs.strip():
                         reason += ": " + " | ".join(line for line in logs.strip().splitlines()[-3:])
-                    yield self._fail(session, f"The desktop stopped while starting: {reason}")
+                    failure = OUT_OF_MEMORY if info.oom_killed else CRASHED
+                    yield self._fail(session, failure,
+                                     N_("The desktop stopped while starting: {reason}").format(reason=reason))
                     return
             if self._clock.seconds() >= deadline:
                 yield self._fail(
-                    session, f"The desktop did not become ready within {self._start_timeout:.0f} seconds.", problem
+                    session, NOT_READY,
+                    N_("The desktop did not become ready within {seconds} seconds.").format(
+                        seconds=round(self._start_timeout)),
+                    problem,
                 )
                 return
             interval = PROBE_INTERVALS[probes] if probes < len(PROBE_INTERVALS) else PROBE_INTERVAL
@@ -368,12 +394,12 @@ class DesktopSessions:
 
     @inlineCallbacks
     def _fail(
-        self, session: DesktopSession, reason: str, detail: str | None = None
+        self, session: DesktopSession, failure: str, reason: str, detail: str | None = None
     ) -> Generator[Deferred[Any], Any, None]:
-        """Mark a starting session failed and remove its container."""
+        """Mark a starting session failed with why (a reasons.FAILURES code) and remove its container."""
         failed = yield self._store.update_session(
             session.id, self._clock.seconds(), expect=[STARTING], state=FAILED, reason=reason,
-            end_reason=START_FAILED,
+            end_reason=START_FAILED, failure=failure,
         )
         if failed is None:
             return
@@ -390,7 +416,7 @@ class DesktopSessions:
     @inlineCallbacks
     def stop(
         self, session: DesktopSession, actor: str, end_reason: str = USER,
-        reason: str = "Stopped by you.",
+        reason: str = N_("Stopped by you."),
     ) -> Generator[Deferred[Any], Any, DesktopSession]:
         """Stop a session (or cancel a queued start): close its connections, remove its
         container, mark it stopped with why.
@@ -443,12 +469,16 @@ class DesktopSessions:
         return stopped or session
 
     @inlineCallbacks
-    def end(self, session: DesktopSession, end_reason: str, reason: str) -> Generator[Deferred[Any], Any, bool]:
-        """A session's container is gone or dead without our asking: end the session with why,
-        close its connections, remove what is left. False if it had already ended."""
+    def end(
+        self, session: DesktopSession, end_reason: str, reason: str, failure: str | None = None
+    ) -> Generator[Deferred[Any], Any, bool]:
+        """A session's container is gone or dead without our asking: end the session with why
+        (and, for a start, `failure`), close its connections, remove what is left. False if it had
+        already ended."""
         ended = yield self._store.update_session(
             session.id, self._clock.seconds(), expect=[STARTING, READY, STOPPING],
             state=STOPPED if session.state != STARTING else FAILED, reason=reason, end_reason=end_reason,
+            failure=failure if session.state == STARTING else None,
         )
         if ended is None:
             return False
@@ -526,9 +556,9 @@ class DesktopSessions:
 def _policy_words(policy: str, desktop: DesktopType) -> str:
     if policy == IDLE:
         assert desktop.idle_timeout is not None
-        return f"Stopped after {minutes(desktop.idle_timeout)} without input."
+        return N_("Stopped after {duration} without input.").format(duration=minutes(desktop.idle_timeout))
     if policy == LIFETIME:
         assert desktop.max_lifetime is not None
-        return f"Stopped after its maximum time of {minutes(desktop.max_lifetime)}."
+        return N_("Stopped after its maximum time of {duration}.").format(duration=minutes(desktop.max_lifetime))
     assert desktop.disconnect_grace is not None
-    return f"Stopped after {minutes(desktop.disconnect_grace)} with no browser connected."
+    return N_("Stopped after {duration} with no browser connected.").format(duration=minutes(desktop.disconnect_grace))

@@ -153,7 +153,9 @@ class DesktopSessionQueries(SQLiteConnection):
         Returns the updated session, or None when it does not exist or was in another state:
         a compare-and-set, so two actors (a stop and a failing start) never both win.
         """
-        allowed = {"state", "reason", "end_reason", "container_id", "host_port", "ready_at", "last_connected"}
+        allowed = {
+            "state", "reason", "end_reason", "failure", "container_id", "host_port", "ready_at", "last_connected",
+        }
         if not fields or not set(fields) <= allowed:
             raise ValueError(f"cannot update {sorted(set(fields) - allowed)}")
         assignments = ", ".join(f"{name} = :{name}" for name in fields)

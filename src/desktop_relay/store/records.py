@@ -33,6 +33,8 @@ class DesktopSession:
     ready_at: float | None = None
     last_input: float | None = None
     last_connected: float | None = None
+    # A failed start's cause as a stable code (lifecycle/reasons.py FAILURES), else None.
+    failure: str | None = None
 
     @property
     def active(self) -> bool:

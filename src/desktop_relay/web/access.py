@@ -15,6 +15,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from ..backend import Backend
+from ..i18n import N_
 from ..lifecycle import DesktopSessions
 from ..relay.websocket import BridgeClosed, BridgeTarget
 from ..store import QUEUED, READY, STARTING, SQLiteStore, WebSession
@@ -39,19 +40,19 @@ class DesktopAccess:
         # Someone else's session answers exactly like one that does not exist: ids are not
         # confirmed to people who do not own them.
         if session is None or session.owner != web.user_id:
-            raise Problem(404, "no-such-session", "No such desktop session",
-                          "There is no desktop session with this address for you.")
+            raise Problem(404, "no-such-session", N_("No such desktop session"),
+                          N_("There is no desktop session with this address for you."))
         desktop = self._sessions.desktop(session.desktop)
         if desktop is None or not desktop.allows(web.user_id, web.groups):
-            raise Problem(403, "desktop-not-allowed", "Desktop not allowed",
-                          "You are no longer allowed to use this desktop.")
+            raise Problem(403, "desktop-not-allowed", N_("Desktop not allowed"),
+                          N_("You are no longer allowed to use this desktop."))
         if session.state in (QUEUED, STARTING):
-            raise Problem(409, "session-not-ready", "Desktop still starting",
-                          "The desktop is still starting; try again in a moment.")
+            raise Problem(409, "session-not-ready", N_("Desktop still starting"),
+                          N_("The desktop is still starting; try again in a moment."))
         backend = self._sessions.backend_of(session)
         if session.state != READY or backend is None:
-            raise Problem(410, "session-ended", "Desktop session ended",
-                          f"This desktop session is {session.state}; start a new one.")
+            raise Problem(410, "session-ended", N_("Desktop session ended"),
+                          N_("This desktop session is {state}; start a new one."), values={"state": session.state})
         return backend
 
     @inlineCallbacks
@@ -60,14 +61,14 @@ class DesktopAccess:
         session_id = _session_id_from_path(request.path)
         try:
             if not self._guard.origin_allowed(request.origin):
-                raise Problem(403, "origin-refused", "Origin refused",
-                              f"WebSocket from origin {request.origin!r} refused.")
+                raise Problem(403, "origin-refused", N_("Origin refused"),
+                              N_("WebSocket from origin {origin} refused."), values={"origin": repr(request.origin)})
             token = _cookie(request.headers.get("cookie", ""), self._guard.sessions.cookie_name.decode())
             web = (yield self._guard.sessions.lookup(token)) if token else None
             if web is None:
-                raise Problem(401, "not-signed-in", "Not signed in", "Sign in first.")
+                raise Problem(401, "not-signed-in", N_("Not signed in"), N_("Sign in first."))
             if session_id is None:
-                raise Problem(404, "no-such-session", "No such desktop session")
+                raise Problem(404, "no-such-session", N_("No such desktop session"))
             backend = yield self.backend_for(web, session_id)
         except Problem as problem:
             self._log.info(

@@ -14,6 +14,7 @@ from twisted.web.server import Request
 from werkzeug.exceptions import HTTPException
 
 from ..engine.interface import ContainerEngineUnavailable
+from ..i18n import DEFAULT_LANGUAGE, N_, Language, PluralText, language
 from ..lifecycle import (
     DesktopNotAllowed,
     DesktopSessions,
@@ -22,7 +23,9 @@ from ..lifecycle import (
     SessionLimitReached,
     UnknownDesktop,
 )
-from ..store import QUEUED, READY, STARTING, DesktopSession, SQLiteStore
+from ..lifecycle.steps import step_of
+from ..store import FAILED, QUEUED, READY, STARTING, STOPPED, DesktopSession, SQLiteStore
+from .endings import ending_of
 from .guard import RequestGuard, identity_of
 from .openapi import admin_document, user_document
 from .responses import (
@@ -30,6 +33,7 @@ from .responses import (
     json_response,
     problem_response,
     read_json_body,
+    request_language,
     routing_problem_response,
     unexpected_error_response,
 )
@@ -50,18 +54,29 @@ def client_url(session_id: str) -> str:
 
 
 def session_view(
-    session: DesktopSession, sessions: DesktopSessions, position: int | None = None
+    session: DesktopSession, sessions: DesktopSessions, position: int | None = None,
+    words: Language | None = None,
 ) -> dict[str, Any]:
-    """A desktop session as the browser may see it (no container password, no host port)."""
+    """A desktop session as the browser may see it (no container password, no host port), its
+    reason in the reader's language (words; English without)."""
+    words = words or language(DEFAULT_LANGUAGE)
     desktop = sessions.desktop(session.desktop)
     timing = sessions.timing_of(session)
+    step, step_since = step_of(session)
+    ended = session.state in (STOPPED, FAILED)
     view: dict[str, Any] = {
         "id": session.id,
         "desktop": session.desktop,
         "title": desktop.title if desktop else session.desktop,
         "state": session.state,
-        "reason": session.reason,
+        # Stored in English (for the audit and admins); shown in the reader's language.
+        "reason": words.stored(session.reason),
         "end_reason": session.end_reason,
+        "failure": session.failure,
+        # What happened and what to do, in the user's words, once it has ended.
+        "ending": ending_of(session.end_reason, session.failure).view(words) if ended else None,
+        "step": step,
+        "step_since": step_since,
         "created": session.created,
         "updated": session.updated,
         "ready_at": session.ready_at,
@@ -80,7 +95,7 @@ def session_view(
     if session.state == READY and not sessions.engine.available:
         # Its container cannot be confirmed while the engine is away: not shown as ready.
         view["state"] = "interrupted"
-        view["reason"] = "The desktop server is not answering; waiting for it to come back."
+        view["reason"] = words.gettext(N_("The desktop server is not answering; waiting for it to come back."))
     return view
 
 
@@ -108,8 +123,8 @@ class UserAPI:
     def _engine_down(self, request: IRequest, failure: Any) -> bytes:
         self._log.warn("{method} {path}: {problem}", method=request.method.decode(),
                        path=request.path.decode(), problem=str(failure.value))
-        problem = Problem(503, "container-engine-unavailable", "Desktops are unavailable right now",
-                          "The server cannot reach its container engine. Try again in a minute.")
+        problem = Problem(503, "container-engine-unavailable", N_("Desktops are unavailable right now"),
+                          N_("The server cannot reach its container engine. Try again in a minute."))
         problem.headers[b"Retry-After"] = b"30"
         return problem_response(request, problem)
 
@@ -162,7 +177,8 @@ class UserAPI:
         sessions = yield self._store.sessions_of(web.user_id)
         positions = yield self._store.queue_positions()
         return json_response(request, [
-            session_view(s, self._sessions, positions.get(s.id)) for s in sessions[:RECENT_SESSIONS]
+            session_view(s, self._sessions, positions.get(s.id), request_language(request))
+            for s in sessions[:RECENT_SESSIONS]
         ])
 
     @app.route("/sessions", methods=["POST"])
@@ -174,24 +190,27 @@ class UserAPI:
         try:
             session, created = yield self._sessions.start(identity_of(web), desktop_name)
         except UnknownDesktop:
-            raise Problem(404, "no-such-desktop", "No such desktop", f"There is no desktop {desktop_name!r}.") from None
+            raise Problem(404, "no-such-desktop", N_("No such desktop"), N_("There is no desktop {name}."),
+                          values={"name": repr(desktop_name)}) from None
         except DesktopNotAllowed:
-            raise Problem(403, "desktop-not-allowed", "Desktop not allowed",
-                          f"Your groups do not include the desktop {desktop_name!r}.") from None
+            raise Problem(403, "desktop-not-allowed", N_("Desktop not allowed"),
+                          N_("Your groups do not include the desktop {name}."),
+                          values={"name": repr(desktop_name)}) from None
         except SessionLimitReached as e:
-            raise Problem(409, "session-limit", "Too many desktops running",
-                          f"You can run {e.args[0]} desktop(s) at a time; stop one first.") from None
+            raise Problem(409, "session-limit", N_("Too many desktops running"),
+                          PluralText("You can run {count} desktop at a time; stop it first.",
+                                     "You can run {count} desktops at a time; stop one first.", e.args[0])) from None
         except DoesNotFit:
-            raise Problem(507, "desktop-too-large", "Desktop too large for this server",
-                          f"The desktop {desktop_name!r} needs more memory than this server may give "
-                          "desktops; tell your administrator.") from None
+            raise Problem(507, "desktop-too-large", N_("Desktop too large for this server"),
+                          N_("The desktop {name} needs more memory than this server may give "
+                             "desktops; tell your administrator."), values={"name": repr(desktop_name)}) from None
         except QueueFull:
-            problem = Problem(503, "queue-full", "Too many people are waiting",
-                              "All desktops are in use and the queue is full. Try again in a minute.")
+            problem = Problem(503, "queue-full", N_("Too many people are waiting"),
+                              N_("All desktops are in use and the queue is full. Try again in a minute."))
             problem.headers[b"Retry-After"] = str(QUEUE_RETRY_AFTER).encode()
             raise problem from None
         request.setHeader(b"Location", f"/api/sessions/{session.id}".encode())
-        return json_response(request, (yield self._view(session)), 202 if created else 200)
+        return json_response(request, (yield self._view(request, session)), 202 if created else 200)
 
     @app.route("/sessions/<session_id>", methods=["GET"])
     @inlineCallbacks
@@ -200,7 +219,7 @@ class UserAPI:
         session = yield self._own_session(web.user_id, session_id)
         wait = _arg(request, b"wait")
         if wait not in (None, "ready", "change"):
-            raise Problem(400, "invalid-parameter", "Invalid parameter", "wait must be ready or change.")
+            raise Problem(400, "invalid-parameter", N_("Invalid parameter"), N_("wait must be ready or change."))
         deadline = self._sessions.now() + LONG_POLL
         if wait == "ready":
             while session.state in (QUEUED, STARTING) and self._sessions.now() < deadline:
@@ -209,7 +228,7 @@ class UserAPI:
         elif wait == "change" and _unchanged_since(_arg(request, b"since"), session):
             yield self._next_change(request, session.id, deadline)
             session = yield self._own_session(web.user_id, session_id)
-        return json_response(request, (yield self._view(session)))
+        return json_response(request, (yield self._view(request, session)))
 
     @app.route("/sessions/<session_id>", methods=["DELETE"])
     @inlineCallbacks
@@ -218,7 +237,7 @@ class UserAPI:
         web = yield self._guard.signed_in(request)
         session = yield self._own_session(web.user_id, session_id)
         stopped = yield self._sessions.stop(session, web.user_id)
-        return json_response(request, (yield self._view(stopped)))
+        return json_response(request, (yield self._view(request, stopped)))
 
     def _next_change(self, request: Request, session_id: str, deadline: float) -> Deferred[None]:
         waiting = self._sessions.watch.wait(session_id, max(0.0, deadline - self._sessions.now()))
@@ -227,17 +246,17 @@ class UserAPI:
         return waiting
 
     @inlineCallbacks
-    def _view(self, session: DesktopSession) -> Generator[Deferred[Any], Any, dict[str, Any]]:
+    def _view(self, request: IRequest, session: DesktopSession) -> Generator[Deferred[Any], Any, dict[str, Any]]:
         position = None
         if session.state == QUEUED:
             position = (yield self._store.queue_positions()).get(session.id)
-        return session_view(session, self._sessions, position)
+        return session_view(session, self._sessions, position, request_language(request))
 
     @inlineCallbacks
     def _own_session(self, user_id: str, session_id: str):  # type: ignore[no-untyped-def]
         session = yield self._store.get_session(session_id)
         if session is None or session.owner != user_id:
-            raise Problem(404, "no-such-session", "No such desktop session")
+            raise Problem(404, "no-such-session", N_("No such desktop session"))
         return session
 
 
@@ -249,7 +268,7 @@ def _unchanged_since(since: str | None, session: DesktopSession) -> bool:
     try:
         return abs(float(since) - session.updated) < 1e-6
     except ValueError:
-        raise Problem(400, "invalid-parameter", "Invalid parameter", "since must be a number.") from None
+        raise Problem(400, "invalid-parameter", N_("Invalid parameter"), N_("since must be a number.")) from None
 
 
 def _arg(request: IRequest, name: bytes) -> str | None:
@@ -260,6 +279,6 @@ def _arg(request: IRequest, name: bytes) -> str | None:
 def _desktop_from_body(request: IRequest) -> str:
     value = read_json_body(request)
     if not isinstance(value, dict) or not isinstance(value.get("desktop"), str) or not value["desktop"]:
-        raise Problem(422, "invalid-request", "Invalid request",
-                      'The body must be an object like {"desktop": "NAME"}.')
+        raise Problem(422, "invalid-request", N_("Invalid request"),
+                      N_('The body must be an object like {"desktop": "NAME"}.'))
     return value["desktop"]

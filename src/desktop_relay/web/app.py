@@ -34,6 +34,7 @@ from ..auth.header import TrustedHeaders
 from ..auth.oidc import OpenIDSignIn, SignInFailed
 from ..auth.roles import Roles
 from ..auth.throttle import LoginThrottle
+from ..i18n import LANGUAGES, N_, PluralText, Text
 from ..lifecycle import DesktopSessions
 from ..lifecycle.reasons import SIGNED_OUT
 from ..metrics import RelayMetrics
@@ -45,11 +46,11 @@ from .admin import AdminAPI
 from .admin.auth import not_found
 from .api import UserAPI
 from .guard import RequestGuard
+from .pages import Pages
 from .responses import (
     Problem,
     problem_response,
     redirect,
-    render_page,
     routing_problem_response,
     unexpected_error_response,
 )
@@ -95,14 +96,14 @@ class DecodablePaths(Resource):
             b"/".join(request.postpath or []).decode("utf-8")
         except UnicodeDecodeError:
             self._log.warn("refused {method} {path}: the path is not UTF-8", method=method, path=path)
-            return problem_response(request, Problem(400, "invalid-path", "Invalid path",
-                                                     "The address is not valid percent-encoded UTF-8."))
+            return problem_response(request, Problem(400, "invalid-path", N_("Invalid path"),
+                                                     N_("The address is not valid percent-encoded UTF-8.")))
         try:
             request.getRequestHostname().decode("utf-8")
         except UnicodeDecodeError:
             self._log.warn("refused {method} {path}: the Host header is not UTF-8", method=method, path=path)
-            return problem_response(request, Problem(400, "invalid-host", "Invalid Host header",
-                                                     "The Host header is not UTF-8."))
+            return problem_response(request, Problem(400, "invalid-host", N_("Invalid Host header"),
+                                                     N_("The Host header is not UTF-8.")))
         return self._routes.render(request)
 
 
@@ -130,6 +131,7 @@ class RelayWeb:
         store: SQLiteStore,
         metrics: RelayMetrics | None = None,
         admin: AdminAPI | None = None,
+        pages: Pages | None = None,
     ) -> None:
         if (authenticator, oidc, headers).count(None) != 2:
             raise ValueError("exactly one sign-in method: authenticator, oidc or headers")
@@ -152,6 +154,7 @@ class RelayWeb:
         self._metrics = metrics or RelayMetrics()
         self._websocket = WebSocketResource(bridges)
         self._static = File(str(files("desktop_relay.web").joinpath("static")))
+        self._pages = pages or Pages(secure_cookies=guard.sessions.secure)
 
     def resource(self) -> IResource:
         """The site's root resource: these routes, behind the check of the path's encoding."""
@@ -185,13 +188,30 @@ class RelayWeb:
     def static(self, request: IRequest):  # type: ignore[no-untyped-def]
         return self._static
 
+    @app.route("/site/site.css", methods=["GET", "HEAD"])
+    def site_css(self, request: IRequest) -> bytes:
+        return self._pages.site_css(request)
+
+    @app.route("/site/logo", methods=["GET", "HEAD"])
+    def site_logo(self, request: IRequest) -> bytes:
+        return self._pages.logo(request)
+
+    @app.route("/lang/<code>", methods=["GET"])
+    def switch_language(self, request: Request, code: str) -> bytes:
+        # A plain link on every page, so the switch works without scripts; a choice of language
+        # is no state worth protecting from other sites, so GET is fine.
+        if code not in LANGUAGES:
+            raise Problem(404, "no-such-language", N_("No such language"),
+                          N_("The languages here are: {languages}."), values={"languages": ", ".join(LANGUAGES)})
+        return self._pages.switch_language(request, code, _safe_next(_arg(request, b"next")))
+
     @app.route("/", methods=["GET"])
     @inlineCallbacks
     def dashboard(self, request: IRequest):  # type: ignore[no-untyped-def]
         web = yield self._guard.sessions.current(request)
         if web is None:
             return redirect(request, "/login")
-        return render_page(request, "dashboard.html", name=web.display_name)
+        return self._pages.render(request, "dashboard.html", name=web.display_name)
 
     @app.route("/login", methods=["GET"])
     @inlineCallbacks
@@ -204,13 +224,13 @@ class RelayWeb:
             if identity is None:
                 yield self._audit_failure(request, UNKNOWN_ACTOR, "no-identity-headers")
                 self._metrics.sign_in("header", "failed")
-                return render_page(
-                    request, "signin-error.html", 401, title="Not signed in",
-                    message="Your sign-in did not reach this service. Please open it through the "
-                            "school's portal, or ask your administrator.",
+                return self._pages.render(
+                    request, "signin-error.html", 401, title=Text("Not signed in"),
+                    message=Text("Your sign-in did not reach this service. Please open it through the "
+                                 "school's portal, or ask your administrator."),
                 )
             return (yield self._signed_in(request, identity, target, "header"))
-        return render_page(request, "login.html", next=target, message="", username="")
+        return self._pages.render(request, "login.html", next=target, message="", username="")
 
     @inlineCallbacks
     def _begin_oidc(self, request: Request, target: str):  # type: ignore[no-untyped-def]
@@ -235,7 +255,7 @@ class RelayWeb:
     @inlineCallbacks
     def login_callback(self, request: Request):  # type: ignore[no-untyped-def]
         if self._oidc is None:
-            raise Problem(404, "no-such-page", "Not found", "OpenID Connect sign-in is not configured.")
+            raise Problem(404, "no-such-page", N_("Not found"), N_("OpenID Connect sign-in is not configured."))
         browser = request.getCookie(self._sign_in_cookie)
         # twisted.web.http.Request declares args as None (its value before the request is parsed).
         args = {key.decode("utf-8", "replace"): values[0].decode("utf-8", "replace")
@@ -256,8 +276,8 @@ class RelayWeb:
         yield self._audit_failure(request, UNKNOWN_ACTOR, failure_reason(failure))
         if failure.status == 503:
             request.setHeader(b"Retry-After", b"60")
-        return render_page(request, "signin-error.html", failure.status, title=failure.title,
-                           message=failure.message)
+        return self._pages.render(request, "signin-error.html", failure.status, title=Text(failure.title),
+                                  message=Text(failure.message))
 
     @inlineCallbacks
     def _signed_in(self, request: Request, identity: Identity, target: str, method: str):  # type: ignore[no-untyped-def]
@@ -291,8 +311,8 @@ class RelayWeb:
     def login(self, request: Request):  # type: ignore[no-untyped-def]
         self._guard.require_same_origin(request)
         if self._authenticator is None:
-            raise Problem(405, "password-sign-in-disabled", "Password sign-in is not offered",
-                          "Sign in through the school's sign-in service.")
+            raise Problem(405, "password-sign-in-disabled", N_("Password sign-in is not offered"),
+                          N_("Sign in through the school's sign-in service."))
         username = (_arg(request, b"username") or "").strip()
         password = _arg(request, b"password") or ""
         target = _safe_next(_arg(request, b"next"))
@@ -303,16 +323,20 @@ class RelayWeb:
             yield self._audit_failure(request, username, "throttled", address)
             self._metrics.sign_in("local", "throttled")
             request.setHeader(b"Retry-After", str(int(wait) + 1).encode())
-            return render_page(request, "login.html", 429, next=target, username=username,
-                               message=f"Too many failed attempts. Try again in {int(wait) + 1} seconds.")
+            seconds = int(wait) + 1
+            return self._pages.render(
+                request, "login.html", 429, next=target, username=username,
+                message=PluralText("Too many failed attempts. Try again in {count} second.",
+                                   "Too many failed attempts. Try again in {count} seconds.", seconds),
+            )
         identity = yield self._authenticator.authenticate(username, password)
         if identity is None:
             self._throttle.failed(username, address)
             self._metrics.sign_in("local", "failed")
             self._log.info("failed login for {user} from {address}", user=username, address=address)
             yield self._audit_failure(request, username, "wrong-password", address)
-            return render_page(request, "login.html", 401, next=target, username=username,
-                               message="Wrong user name or password.")
+            return self._pages.render(request, "login.html", 401, next=target, username=username,
+                                      message=Text("Wrong user name or password."))
         self._throttle.succeeded(username, address)
         return (yield self._signed_in(request, identity, target, "local"))
 
@@ -328,7 +352,7 @@ class RelayWeb:
             # now instead of holding a container until the disconnect grace or idle timeout.
             if (yield self._store.count_web_sessions(web.user_id)) == 0:
                 stopped = yield self._sessions.stop_all_of(
-                    web.user_id, web.user_id, SIGNED_OUT, "Stopped because you signed out."
+                    web.user_id, web.user_id, SIGNED_OUT, N_("Stopped because you signed out.")
                 )
             self._log.info("{user} signed out; {count} desktop connection(s) closed, {stopped} desktop(s) stopped",
                            user=web.user_id, count=closed, stopped=stopped)
@@ -341,8 +365,8 @@ class RelayWeb:
     @app.route("/desktop/<session_id>/websockify")
     def desktop_websocket(self, request: Request, session_id: str):  # type: ignore[no-untyped-def]
         if (request.getHeader(b"upgrade") or b"").lower() != b"websocket":
-            raise Problem(400, "websocket-expected", "WebSocket upgrade expected",
-                          "This address only takes WebSocket connections.")
+            raise Problem(400, "websocket-expected", N_("WebSocket upgrade expected"),
+                          N_("This address only takes WebSocket connections."))
         # twisted.web would time this connection out as an idle HTTP request once the bridge
         # owns it; the bridge's own pings keep it alive instead.
         request.channel.setTimeout(None)
@@ -357,10 +381,10 @@ class RelayWeb:
         if web is None:
             if entry:
                 return redirect(request, "/login?" + urlencode({"next": f"/desktop/{session_id}/"}))
-            raise Problem(401, "not-signed-in", "Not signed in", "Sign in first.")
+            raise Problem(401, "not-signed-in", N_("Not signed in"), N_("Sign in first."))
         origin = request.getHeader(b"origin")
         if origin is not None and not self._guard.origin_allowed(origin.decode("latin-1")):
-            raise Problem(403, "origin-refused", "Origin refused")
+            raise Problem(403, "origin-refused", N_("Origin refused"))
         if entry and not request.args.get(b"path"):  # type: ignore[attr-defined]  # see login_callback
             return (yield self._session_page(request, web, session_id))
         backend = yield self._access.backend_for(web, session_id)
@@ -378,7 +402,7 @@ class RelayWeb:
             # starting, ended.
             if problem.status in (403, 404):
                 raise
-        return render_page(request, "session.html", session_id=session_id)
+        return self._pages.render(request, "session.html", session_id=session_id)
 
 
 def _arg(request: IRequest, name: bytes) -> str | None:

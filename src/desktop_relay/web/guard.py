@@ -12,6 +12,7 @@ from twisted.web.iweb import IRequest
 from ..auth import Identity
 from ..auth.header import address_in
 from ..auth.websessions import WebSessions
+from ..i18n import N_
 from ..store import WebSession
 from .responses import Problem
 
@@ -36,7 +37,7 @@ class RequestGuard:
         """The request's web session; Problem 401 when there is none."""
         web = yield self.sessions.current(request)
         if web is None:
-            raise Problem(401, "not-signed-in", "Not signed in", "Sign in first.")
+            raise Problem(401, "not-signed-in", N_("Not signed in"), N_("Sign in first."))
         return web
 
     def origin_allowed(self, origin: str | None) -> bool:
@@ -52,8 +53,8 @@ class RequestGuard:
         origin = request.getHeader(b"origin")
         if not self.origin_allowed(origin.decode("latin-1") if origin else None):
             raise Problem(
-                403, "cross-origin-request", "Request from another site refused",
-                "This request must come from the relay's own pages.",
+                403, "cross-origin-request", N_("Request from another site refused"),
+                N_("This request must come from the relay's own pages."),
             )
 
     def client_address(self, request: IRequest) -> str:

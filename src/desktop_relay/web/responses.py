@@ -1,17 +1,18 @@
-"""How the web layer answers: JSON, RFC 9457 problem details, HTML pages from templates, headers."""
+"""How the web layer answers: JSON, RFC 9457 problem details in the reader's language, the
+language a request gets, redirects, headers. (HTML pages: web/pages.py.)"""
 
 from __future__ import annotations
 
-import html
 import json
-from importlib.resources import files
-from string import Template
+from collections.abc import Mapping
 from typing import Any
 
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.iweb import IRequest
 from werkzeug.exceptions import HTTPException
+
+from ..i18n import LANGUAGE_COOKIE, N_, Language, PluralText, Text, language, negotiate
 
 PROBLEM_TYPE_PREFIX = "urn:desktop-relay:problem:"
 # Larger request bodies are refused before parsing: the API's bodies are a name or two.
@@ -22,37 +23,45 @@ MAX_JSON_DEPTH = 32
 
 _log = Logger()
 
-# For the relay's own pages. The desktop's web client is served from the container with its
-# own headers; these are not applied there.
-_PAGE_HEADERS = {
-    b"Content-Security-Policy": b"default-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'",
-    b"X-Content-Type-Options": b"nosniff",
-    b"Referrer-Policy": b"same-origin",
-    b"Cache-Control": b"no-store",
-}
+
+
+def request_language(request: IRequest) -> Language:
+    """The language this request is answered in: the `lang` cookie, else Accept-Language, else English."""
+    cookie = request.getCookie(LANGUAGE_COOKIE)
+    header = request.getHeader(b"accept-language")
+    return language(negotiate(cookie.decode("ascii", "replace") if cookie else None,
+                              header.decode("latin-1") if header else None))
 
 
 class Problem(Exception):
-    """An error answer: HTTP status, a stable type slug, a title, and a detail for this case."""
+    """An error answer: HTTP status, a stable type slug, a title, and a detail for this case.
 
-    def __init__(self, status: int, slug: str, title: str, detail: str = "", **extra: Any) -> None:
-        super().__init__(f"{status} {slug}: {detail or title}")
+    title and detail are msgids (marked with N_), detail's {placeholders} filled from values;
+    both are translated when the problem is answered, into the reader's language."""
+
+    def __init__(self, status: int, slug: str, title: str, detail: str | PluralText = "", *,
+                 values: Mapping[str, Any] | None = None, **extra: Any) -> None:
         self.status = status
         self.slug = slug
         self.title = title
-        self.detail = detail
+        self._detail: str | Text | PluralText = Text(detail, **values) if values and isinstance(detail, str) else detail
+        # In English, for logs and tests.
+        self.detail = str(self._detail)
+        super().__init__(f"{status} {slug}: {self.detail or title}")
         self.extra = extra
         self.headers: dict[bytes, bytes] = {}
 
-    def body(self, instance: str) -> dict[str, Any]:
+    def body(self, instance: str, words: Language | None = None) -> dict[str, Any]:
+        """The problem document; title and detail in words' language (English without one)."""
+        words = words or language("en")
         body: dict[str, Any] = {
             "type": PROBLEM_TYPE_PREFIX + self.slug,
-            "title": self.title,
+            "title": words.gettext(self.title),
             "status": self.status,
             "instance": instance,
         }
         if self.detail:
-            body["detail"] = self.detail
+            body["detail"] = words.text(self._detail)
         body.update(self.extra)
         return body
 
@@ -74,7 +83,11 @@ def problem_response(request: IRequest, problem: Problem) -> bytes:
     request.setHeader(b"Content-Type", b"application/problem+json")
     request.setHeader(b"Cache-Control", b"no-store")
     request.setHeader(b"X-Content-Type-Options", b"nosniff")
-    return json.dumps(problem.body(request.path.decode("utf-8", "replace"))).encode("utf-8")
+    words = request_language(request)
+    request.setHeader(b"Content-Language", words.code.encode("ascii"))
+    # The answer depends on these; a cache in between must not give one reader's language to another.
+    request.setHeader(b"Vary", b"Accept-Language, Cookie")
+    return json.dumps(problem.body(request.path.decode("utf-8", "replace"), words)).encode("utf-8")
 
 
 def read_json_body(request: IRequest, max_body: int = MAX_BODY) -> Any:
@@ -82,18 +95,18 @@ def read_json_body(request: IRequest, max_body: int = MAX_BODY) -> Any:
     is JSON nested at most MAX_JSON_DEPTH deep. The one body reader of every JSON endpoint."""
     content_type = (request.getHeader(b"content-type") or b"").split(b";")[0].strip().lower()
     if content_type != b"application/json":
-        raise Problem(415, "unsupported-media-type", "JSON expected",
-                      "Send the request body as application/json.")
+        raise Problem(415, "unsupported-media-type", N_("JSON expected"),
+                      N_("Send the request body as application/json."))
     body = request.content.read(max_body + 1)
     if len(body) > max_body:
-        raise Problem(413, "body-too-large", "Request body too large")
+        raise Problem(413, "body-too-large", N_("Request body too large"))
     try:
         value = json.loads(body)
     except (ValueError, UnicodeDecodeError, RecursionError):
-        raise Problem(400, "malformed-json", "Malformed JSON", "The request body is not valid JSON.") from None
+        raise Problem(400, "malformed-json", N_("Malformed JSON"), N_("The request body is not valid JSON.")) from None
     if _depth(value) > MAX_JSON_DEPTH:
-        raise Problem(400, "malformed-json", "Malformed JSON",
-                      f"The request body nests deeper than {MAX_JSON_DEPTH} levels.")
+        raise Problem(400, "malformed-json", N_("Malformed JSON"),
+                      N_("The request body nests deeper than {levels} levels."), values={"levels": MAX_JSON_DEPTH})
     return value
 
 
@@ -113,17 +126,6 @@ def _depth(value: Any) -> int:
     return deepest
 
 
-def render_page(request: IRequest, template: str, status: int = 200, **values: str) -> bytes:
-    """Fill an HTML template from web/templates; every value is HTML-escaped."""
-    text = files("desktop_relay.web").joinpath("templates", template).read_text(encoding="utf-8")
-    page = Template(text).substitute({k: html.escape(v, quote=True) for k, v in values.items()})
-    request.setResponseCode(status)
-    request.setHeader(b"Content-Type", b"text/html; charset=utf-8")
-    for name, value in _PAGE_HEADERS.items():
-        request.setHeader(name, value)
-    return page.encode("utf-8")
-
-
 def redirect(request: IRequest, location: str, status: int = 303) -> bytes:
     """A redirect to a path on this site."""
     request.setResponseCode(status)
@@ -135,7 +137,8 @@ def redirect(request: IRequest, location: str, status: int = 303) -> bytes:
 def routing_problem_response(request: IRequest, error: HTTPException) -> bytes:
     """Answer Klein's routing errors (no such route, method not allowed) as problems, not 500s."""
     slug = {404: "no-such-page", 405: "method-not-allowed"}.get(error.code or 500, "http-error")
-    problem = Problem(error.code or 500, slug, error.name)
+    title = {404: N_("Not Found"), 405: N_("Method Not Allowed")}.get(error.code or 500, error.name)
+    problem = Problem(error.code or 500, slug, title)
     valid_methods = getattr(error, "valid_methods", None)
     if valid_methods:
         problem.headers[b"Allow"] = ", ".join(valid_methods).encode()
@@ -145,5 +148,5 @@ def routing_problem_response(request: IRequest, error: HTTPException) -> bytes:
 def unexpected_error_response(request: IRequest, failure: Failure) -> bytes:
     """Log a bug with its traceback and answer 500 without one: tracebacks stay in the log."""
     _log.failure("unexpected error answering {path}", failure, path=request.path.decode("utf-8", "replace"))
-    return problem_response(request, Problem(500, "internal-error", "Internal error",
-                                             "Something went wrong on the server; it has been logged."))
+    return problem_response(request, Problem(500, "internal-error", N_("Internal error"),
+                                             N_("Something went wrong on the server; it has been logged.")))

@@ -21,6 +21,7 @@ from twisted.web.server import Request
 from werkzeug.exceptions import HTTPException
 
 from ...engine.interface import ContainerEngineUnavailable
+from ...i18n import N_
 from ..responses import Problem, problem_response, routing_problem_response, unexpected_error_response
 from .auth import AdminAuth, AdminCaller, not_found
 
@@ -43,8 +44,9 @@ def add_problem_handlers(app: Klein) -> None:
         _log.warn("{method} {path}: {problem}", method=request.method.decode("latin-1"),
                   path=request.path.decode("utf-8", "replace"), problem=str(failure.value))
         # Admins are told the engine's own words (pupils, in the user API, are not).
-        answer = Problem(503, "container-engine-unavailable", "Container engine unavailable",
-                         f"The server cannot reach its container engine: {failure.value}")
+        answer = Problem(503, "container-engine-unavailable", N_("Container engine unavailable"),
+                         N_("The server cannot reach its container engine: {error}"),
+                         values={"error": str(failure.value)})
         answer.headers[b"Retry-After"] = b"30"
         return problem_response(request, answer)
 

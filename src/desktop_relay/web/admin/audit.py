@@ -21,6 +21,7 @@ from twisted.web.resource import IResource
 from twisted.web.server import Request
 from zope.interface import implementer
 
+from ...i18n import N_
 from ...store import AuditFilter, SQLiteStore
 from ..responses import Problem, json_response
 from . import add_problem_handlers
@@ -76,8 +77,9 @@ class AuditAdmin:
         parameters = query_parameters(request, FILTERS)
         for name in PAGING_PARAMETERS:
             if name in parameters:  # one file, all of it: no pages
-                raise Problem(400, "unknown-parameter", "Unknown parameter",
-                              f"{name!r} is not a parameter of the CSV export.", parameter=name)
+                raise Problem(400, "unknown-parameter", N_("Unknown parameter"),
+                              N_("{name} is not a parameter of the CSV export."), values={"name": repr(name)},
+                              parameter=name)
         where = audit_filter(parameters)
         query = (request.uri.partition(b"?")[2]).decode("utf-8", "replace")
         yield self._store.audit(self._clock.seconds(), caller.name, "admin-export", "audit", query)

@@ -16,6 +16,7 @@ from twisted.web.iweb import IRequest
 
 from ...auth import ADMIN
 from ...auth.websessions import token_hash
+from ...i18n import N_
 from ...store import SQLiteStore
 from ..guard import RequestGuard
 from ..responses import Problem
@@ -37,11 +38,11 @@ class AdminCaller:
 
 def not_found() -> Problem:
     """The answer to anyone who is not an admin, the same as for a path that does not exist."""
-    return Problem(404, "no-such-page", "Not Found")
+    return Problem(404, "no-such-page", N_("Not Found"))
 
 
 def _invalid_token() -> Problem:
-    problem = Problem(401, "invalid-token", "Invalid token", "The bearer token is wrong or has been revoked.")
+    problem = Problem(401, "invalid-token", N_("Invalid token"), N_("The bearer token is wrong or has been revoked."))
     problem.headers[b"WWW-Authenticate"] = b'Bearer realm="desktop-relay", error="invalid_token"'
     return problem
 
@@ -80,8 +81,8 @@ class AdminAuth:
         if not known.by_token:
             self._guard.require_same_origin(request)
         elif not known.caller.can_write:
-            raise Problem(403, "insufficient-scope", "Read-only token",
-                          "This token may only read; changes need a token with the write scope.")
+            raise Problem(403, "insufficient-scope", N_("Read-only token"),
+                          N_("This token may only read; changes need a token with the write scope."))
         return known.caller
 
     def _identify(self, request: IRequest) -> Deferred[_Identified]:

@@ -17,6 +17,7 @@ from twisted.web.server import Request
 
 from ...config import DesktopType
 from ...engine.interface import ContainerEngineUnavailable, ImagePullFailed
+from ...i18n import N_
 from ...lifecycle import DesktopSessions
 from ...store import QUEUED, READY, STARTING, SQLiteStore
 from ..responses import Problem, json_response
@@ -103,8 +104,8 @@ class DesktopsAdmin:
         caller = yield self._auth.writer(request)
         desktop = self._desktop(name)
         if desktop.image in self._pulling:
-            raise Problem(409, "pull-in-progress", "Pull in progress",
-                          f"The image {desktop.image} is being pulled already.")
+            raise Problem(409, "pull-in-progress", N_("Pull in progress"),
+                          N_("The image {image} is being pulled already."), values={"image": desktop.image})
         self._pulling.add(desktop.image)
         try:
             yield self._pull(request, caller.name, desktop)
@@ -155,7 +156,8 @@ class DesktopsAdmin:
     def _desktop(self, name: str) -> DesktopType:
         desktop = self._sessions.desktops.get(name)
         if desktop is None:
-            raise Problem(404, "no-such-desktop", "No such desktop", f"There is no desktop {name!r}.")
+            raise Problem(404, "no-such-desktop", N_("No such desktop"), N_("There is no desktop {name}."),
+                          values={"name": repr(name)})
         return desktop
 
     @inlineCallbacks

@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 import attr
 from twisted.web.iweb import IRequest
 
+from ...i18n import N_
 from ..responses import Problem
 
 DEFAULT_LIMIT = 100
@@ -28,9 +29,10 @@ PAGING_PARAMETERS = ("limit", "cursor")
 T = TypeVar("T")
 
 
-def invalid_parameter(name: str, detail: str) -> Problem:
+def invalid_parameter(name: str, detail: str, **values: Any) -> Problem:
     """400 for a parameter whose value cannot be used; the detail says what it must be."""
-    return Problem(400, "invalid-parameter", "Invalid parameter", detail, parameter=name)
+    return Problem(400, "invalid-parameter", N_("Invalid parameter"), detail, values={"name": name, **values},
+                   parameter=name)
 
 
 def query_parameters(request: IRequest, allowed: Collection[str]) -> dict[str, str]:
@@ -41,14 +43,14 @@ def query_parameters(request: IRequest, allowed: Collection[str]) -> dict[str, s
     for raw_name, values in (request.args or {}).items():
         name = raw_name.decode("utf-8", "replace")
         if name not in allowed and name not in PAGING_PARAMETERS:
-            raise Problem(400, "unknown-parameter", "Unknown parameter",
-                          f"{name!r} is not a parameter of this list.", parameter=name)
+            raise Problem(400, "unknown-parameter", N_("Unknown parameter"),
+                          N_("{name} is not a parameter of this list."), values={"name": repr(name)}, parameter=name)
         if len(values) != 1:
-            raise invalid_parameter(name, f"{name} may be given once.")
+            raise invalid_parameter(name, N_("{name} may be given once."))
         try:
             parameters[name] = values[0].decode("utf-8")
         except UnicodeDecodeError:
-            raise invalid_parameter(name, f"{name} is not UTF-8 text.") from None
+            raise invalid_parameter(name, N_("{name} is not UTF-8 text.")) from None
     return parameters
 
 
@@ -62,7 +64,7 @@ def number_parameter(parameters: Mapping[str, str], name: str) -> float | None:
     except ValueError:
         value = -1.0
     if not 0 <= value < float("inf"):
-        raise invalid_parameter(name, f"{name} must be a number of seconds, 0 or more.")
+        raise invalid_parameter(name, N_("{name} must be a number of seconds, 0 or more."))
     return value
 
 
@@ -76,7 +78,7 @@ def time_parameter(parameters: Mapping[str, str], name: str) -> float | None:
         return float(text) if text.replace(".", "", 1).isdigit() else _iso_time(text)
     except ValueError:
         raise invalid_parameter(
-            name, f"{name} must be epoch seconds or an ISO 8601 time with a zone, such as 2026-12-01T10:00:00Z."
+            name, N_("{name} must be epoch seconds or an ISO 8601 time with a zone, such as 2026-12-01T10:00:00Z.")
         ) from None
 
 
@@ -102,7 +104,7 @@ def page_request(parameters: Mapping[str, str], key_types: Sequence[type]) -> Pa
     if "limit" in parameters:
         text = parameters["limit"]
         if not (text.isascii() and text.isdigit() and 1 <= int(text) <= MAX_LIMIT):
-            raise invalid_parameter("limit", f"limit must be a whole number from 1 to {MAX_LIMIT}.")
+            raise invalid_parameter("limit", N_("limit must be a whole number from 1 to {max}."), max=MAX_LIMIT)
         limit = int(text)
     cursor = parameters.get("cursor")
     return PageRequest(limit, None if cursor is None else decode_cursor(cursor, key_types))
@@ -121,8 +123,8 @@ def decode_cursor(cursor: str, key_types: Sequence[type]) -> tuple[Any, ...]:
         key = None
     if not (isinstance(key, list) and len(key) == len(key_types)
             and all(_is(value, wanted) for value, wanted in zip(key, key_types, strict=True))):
-        raise Problem(400, "invalid-cursor", "Invalid cursor",
-                      "The cursor is not one this list gave out; start again without it.")
+        raise Problem(400, "invalid-cursor", N_("Invalid cursor"),
+                      N_("The cursor is not one this list gave out; start again without it."))
     return tuple(float(v) if wanted is float else v for v, wanted in zip(key, key_types, strict=True))
 
 

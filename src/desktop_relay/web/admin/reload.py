@@ -8,6 +8,7 @@ from twisted.internet.defer import inlineCallbacks
 from twisted.web.iweb import IRequest
 
 from ...config import ConfigError
+from ...i18n import N_
 from ...reload import ConfigReloader
 from ..responses import Problem, json_response
 from . import add_problem_handlers
@@ -32,5 +33,6 @@ class ReloadAdmin:
         try:
             result = yield self._reloader.reload(caller.name, "admin-reload")
         except ConfigError as e:
-            raise Problem(422, "invalid-configuration", "Configuration not reloaded", str(e)) from None
+            # The configuration's own one-line error (file, section, key), as in the log: not translated.
+            raise Problem(422, "invalid-configuration", N_("Configuration not reloaded"), str(e)) from None
         return json_response(request, result.as_json())

@@ -12,6 +12,7 @@ from twisted.logger import Logger
 from twisted.web.iweb import IRequest
 
 from ...engine.interface import ContainerEngineUnavailable
+from ...i18n import N_
 from ...lifecycle import DesktopSessions
 from ...lifecycle.reasons import ADMIN
 from ...store import (
@@ -31,7 +32,7 @@ from .auth import AdminAuth, AdminCaller
 from .paging import number_parameter, page, page_request, query_parameters, time_parameter
 
 #: The words the session's user sees on their desktop's page.
-STOPPED_BY_ADMIN = "Stopped by an administrator."
+STOPPED_BY_ADMIN = N_("Stopped by an administrator.")
 STATES = (QUEUED, STARTING, READY, STOPPING, STOPPED, FAILED)
 # What an admin can stop: what a user can (a stopping one is on its way already).
 STOPPABLE = (QUEUED, STARTING, READY)
@@ -102,8 +103,9 @@ class SessionsAdmin:
         parameters = query_parameters(request, FILTERS)
         state = parameters.get("state")
         if state is not None and state not in STATES:
-            raise Problem(400, "invalid-parameter", "Invalid parameter",
-                          f"state must be one of {', '.join(STATES)}.", parameter="state")
+            raise Problem(400, "invalid-parameter", N_("Invalid parameter"),
+                          N_("state must be one of {states}."), values={"states": ", ".join(STATES)},
+                          parameter="state")
         idle = number_parameter(parameters, "idle_longer_than")
         wanted = SessionFilter(
             owner=parameters.get("user"), desktop=parameters.get("desktop"), state=state,
@@ -189,7 +191,7 @@ class SessionsAdmin:
     def _session(self, session_id: str) -> Generator[Deferred[Any], Any, DesktopSession]:
         session = yield self._store.get_session(session_id)
         if session is None:
-            raise Problem(404, "no-such-session", "No such desktop session")
+            raise Problem(404, "no-such-session", N_("No such desktop session"))
         return session
 
     @inlineCallbacks
@@ -211,14 +213,15 @@ def admin_views(
 
 
 def _already_ended(session: DesktopSession) -> Problem:
-    return Problem(409, "already-ended", "Session already ended",
-                   f"The session is {session.state} already; nothing was changed.", state=session.state)
+    return Problem(409, "already-ended", N_("Session already ended"),
+                   N_("The session is {state} already; nothing was changed."), values={"state": session.state},
+                   state=session.state)
 
 
 def _stop_many_body(body: Any) -> tuple[str, str]:
     if (not isinstance(body, dict) or len(body) != 1 or next(iter(body)) not in STOP_MANY_BY
             or not isinstance(next(iter(body.values())), str) or not next(iter(body.values()))):
-        raise Problem(422, "invalid-request", "Invalid request",
-                      'The body must be one of {"desktop": "NAME"}, {"group": "GROUP"} or {"user": "USER ID"}.')
+        raise Problem(422, "invalid-request", N_("Invalid request"),
+                      N_('The body must be one of {"desktop": "NAME"}, {"group": "GROUP"} or {"user": "USER ID"}.'))
     ((by, name),) = body.items()
     return by, name

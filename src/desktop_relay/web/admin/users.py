@@ -11,6 +11,7 @@ from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.logger import Logger
 from twisted.web.iweb import IRequest
 
+from ...i18n import N_
 from ...lifecycle import DesktopSessions
 from ...relay.websocket import CLOSE_SIGNED_OUT
 from ...store import SeenUser, SQLiteStore
@@ -93,4 +94,4 @@ class UsersAdmin:
 
 
 def _no_such_user() -> Problem:
-    return Problem(404, "no-such-user", "No such user", "Nobody with this id has signed in here.")
+    return Problem(404, "no-such-user", N_("No such user"), N_("Nobody with this id has signed in here."))

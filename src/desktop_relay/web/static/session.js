@@ -1,19 +1,33 @@
 // The session page: a thin bar over the desktop's web client, which runs in a same-origin frame.
-// The page follows the session with the API's long-poll (wait=change) until it ends: it shows the
-// queue position or "starting", loads the client once the desktop is ready, counts down the warning
-// before an idle or lifetime stop, and says why the session ended, with "Start again".
+// The page follows the session with the API's long-poll (wait=change) until it ends: it lists the
+// start's steps as they happen (in line, starting the container, waiting for the desktop, and its
+// own: connecting, from loading the client until it is connected), each with its time, loads the
+// client once the desktop is ready, counts down the warning before an idle or lifetime stop, and
+// says why the session ended and what to do, with "Start again".
+//
+// Keyboard: the desktop's frame takes the keyboard when it loads and keeps every key for the
+// desktop (Tab included), except Ctrl+Alt+Home, which moves the focus to this bar; from there
+// Tab and Shift+Tab go through the bar and back into the desktop. The bar says so while the
+// desktop has the keyboard.
 "use strict";
 
 const sessionId = document.body.dataset.session;
 const bar = document.getElementById("bar");
 const frame = document.getElementById("desktop");
 const notice = document.getElementById("notice");
+const stepList = document.getElementById("steps");
 const stopButton = document.getElementById("stop");
 const startAgainButton = document.getElementById("start-again");
-// Unchanged text is not written again: the warning's live region would announce it every second.
+const keyboardHint = document.getElementById("keyboard-hint");
+// Unchanged text is not written again: live regions would announce it again.
 function text(id, value) {
   const element = document.getElementById(id);
   if (element.textContent !== (value || "")) { element.textContent = value || ""; }
+}
+
+// Told to screen readers (the status region): a step of the start, ready, reconnecting.
+function announce(words) {
+  text("announce", words);
 }
 
 // Only lifetime deadlines closer than this are shown in the bar: a session's end matters when near.
@@ -27,29 +41,80 @@ const FRAME_PARAMETERS = "&show_control_bar=1&idle_disconnect=100000";
 
 let view = null;
 let clientLoaded = false;
+// Whether the web client in the frame has connected once (noVNC marks its <html> noVNC_connected).
+let connected = false;
+const steps = new relayApi.StartSteps();
 
 function focusDesktop() {
   if (frame.isConnected && !frame.hidden) { frame.focus(); }
 }
 
-function showNotice(title, body, detail) {
+// The first of the bar's controls a keyboard user can use.
+function focusBar() {
+  const target = Array.from(bar.querySelectorAll("a[href], button")).find((element) => !element.hidden);
+  if (target) { target.focus(); }
+}
+
+function showKeyboardHint() {
+  keyboardHint.classList.toggle("off", document.activeElement !== frame || !clientLoaded);
+}
+
+function showNotice(title, body, action, detail) {
   text("notice-title", title);
   text("notice-text", body);
+  text("notice-action", action);
   text("notice-detail", detail);
   notice.hidden = false;
+}
+
+function clientConnected() {
+  if (connected) { return; }
+  connected = true;
+  steps.enter(null);
+  notice.hidden = true;
+  notice.classList.remove("overlay");
+  announce(t("{desktop} is ready.", { desktop: view.title }));
+}
+
+// Watches the client in the frame (same origin) for its connection, and gives it the one key
+// that leads back to the bar.
+function watchClient() {
+  let client;
+  try {
+    client = frame.contentWindow.document;
+  } catch (error) {
+    return;  // not the relay's own client: nothing to watch
+  }
+  const root = client.documentElement;
+  const check = () => { if (root.classList.contains("noVNC_connected")) { clientConnected(); } };
+  new MutationObserver(check).observe(root, { attributes: true, attributeFilter: ["class"] });
+  check();
+  frame.contentWindow.addEventListener("keydown", (event) => {
+    if (event.ctrlKey && event.altKey && event.key === "Home") {
+      event.preventDefault();
+      event.stopImmediatePropagation();
+      focusBar();
+    }
+  }, true);
 }
 
 function loadClient() {
   if (clientLoaded) { return; }
   clientLoaded = true;
-  notice.hidden = true;
   frame.hidden = false;
   frame.src = view.client_url + FRAME_PARAMETERS;
 }
 
 function endClient() {
   // Removing the frame closes its WebSocket; the page offers a new start instead.
+  const hadFocus = document.activeElement === frame || document.activeElement === document.body;
   frame.remove();
+  return hadFocus;
+}
+
+function showSteps() {
+  steps.render(stepList, view);
+  stepList.hidden = stepList.children.length === 0;
 }
 
 function show(next) {
@@ -62,54 +127,83 @@ function show(next) {
   text("notice-error", "");
   const running = view.state === "ready" || view.state === "interrupted";
   stopButton.hidden = !relayApi.ACTIVE.has(view.state) || view.state === "stopping";
-  stopButton.textContent = running ? "Stop" : "Cancel";
+  stopButton.textContent = running ? t("Stop") : t("Cancel");
+  if (!connected && steps.note(view, true)) {
+    // In line, the notice itself tells the place (a live region of its own).
+    announce(view.state === "queued" ? "" : steps.announcement(view));
+  } else if (view.state === "interrupted") {
+    announce(view.reason);
+  }
   if (running) {
     // Interrupted: the client keeps trying to reconnect by itself while the server waits for
     // its container engine.
     loadClient();
+    if (!connected) {
+      // Over the desktop's frame (which already has its final size) until the client connects.
+      notice.classList.add("overlay");
+      showNotice(t("Connecting to {desktop}…", { desktop: view.title }), "", "", "");
+    }
   } else if (view.state === "queued") {
-    showNotice("Waiting for a free desktop",
-      view.position ? "You are number " + view.position + " in line. The desktop opens here by itself." : "",
-      "All desktops are in use right now.");
+    showNotice(t("Waiting for a free desktop"),
+      view.position ? tn("You are number {count} in line. The desktop opens here by itself.",
+                         "You are number {count} in line. The desktop opens here by itself.", view.position) : "",
+      "", view.engine === "unreachable"
+        ? t("The server that runs desktops is not answering right now; your start waits until it is back.")
+        : t("All desktops are in use right now."));
   } else if (view.state === "starting") {
-    showNotice("Starting " + view.title + "…", "The desktop opens here in a moment.", "");
+    showNotice(t("Starting {desktop}…", { desktop: view.title }), t("The desktop opens here in a moment."), "", "");
   } else if (view.state === "stopping") {
-    showNotice("Stopping…", "", "");
+    showNotice(t("Stopping…"), "", "", "");
   } else {
-    endClient();
-    showNotice(view.state === "failed" ? view.title + " failed" : view.title + " has ended",
-      relayApi.endText(view), view.reason);
+    const hadFocus = endClient();
+    notice.classList.remove("overlay");
+    showNotice(view.state === "failed" ? t("{desktop} could not start", { desktop: view.title })
+      : t("{desktop} has ended", { desktop: view.title }),
+      relayApi.endText(view), relayApi.endAction(view), view.reason);
     startAgainButton.hidden = false;
+    // The keyboard was in the desktop, which is gone: to what the user can do next.
+    if (hadFocus || document.activeElement === stopButton || document.activeElement === document.body) {
+      startAgainButton.focus();
+    }
   }
   tick();
 }
 
-// The warning and the time left, once a second from the server's clock.
+// The warning, the time left and the steps' times, once a second from the server's clock.
 function tick() {
+  if (view && !notice.hidden) { showSteps(); }
+  showKeyboardHint();
   const warning = document.getElementById("warning");
   if (!view || !(view.state === "ready" || view.state === "interrupted")) {
-    warning.hidden = true;
+    hideWarning(warning);
     text("time-left", "");
-    document.title = view ? view.title + " · " + relayApi.stateText(view) : "Desktop";
+    document.title = view ? view.title + " · " + relayApi.stateText(view) : t("Desktop");
     return;
   }
   const now = relayApi.serverNow();
   if (view.warning) {
     const left = relayApi.duration(view.warning.at - now);
-    text("warning-text", view.warning.reason === "idle"
-      ? "Nobody has used this desktop for a while. It stops in"
-      : "This desktop reaches its time limit. Save your work: it stops in");
-    text("countdown", left);
-    text("warning-hint", view.warning.reason === "idle" ? "Type or move the mouse in the desktop to keep it." : "");
+    // Shown before its text is written: an alert is announced when its text changes while shown.
     warning.hidden = false;
+    text("warning-text", view.warning.reason === "idle"
+      ? t("Nobody has used this desktop for a while. It stops in")
+      : t("This desktop reaches its time limit. Save your work: it stops in"));
+    text("countdown", left);
+    text("warning-hint", view.warning.reason === "idle" ? t("Type or move the mouse in the desktop to keep it.") : "");
     text("time-left", "");
-    document.title = "Stops in " + left + " · " + view.title;
+    document.title = t("Stops in {time}", { time: left }) + " · " + view.title;
     return;
   }
-  warning.hidden = true;
+  hideWarning(warning);
   const lifetimeLeft = view.lifetime_deadline ? view.lifetime_deadline - now : Infinity;
-  text("time-left", lifetimeLeft < SHOW_TIME_LEFT ? relayApi.duration(lifetimeLeft) + " left" : "");
+  text("time-left", lifetimeLeft < SHOW_TIME_LEFT ? t("{time} left", { time: relayApi.duration(lifetimeLeft) }) : "");
   document.title = view.title;
+}
+
+// Hidden and emptied, so that the next warning is announced again.
+function hideWarning(warning) {
+  warning.hidden = true;
+  text("warning-text", "");
 }
 
 async function follow() {
@@ -127,10 +221,12 @@ async function follow() {
       if (error.status === 401) { return; }
       if (error.status === 404) {
         endClient();
-        showNotice("No such desktop", "There is no desktop session with this address for you.", "");
+        showNotice(t("No such desktop"), t("There is no desktop session with this address for you."),
+          t("Go back to your desktops and start one there."), "");
         return;
       }
-      text("state", "Reconnecting to the server…");
+      text("state", t("Reconnecting to the server…"));
+      announce(t("Reconnecting to the server…"));
       await relayApi.sleep(retry);
       retry = Math.min(Math.max(1000, retry * 2), 15000);
       continue;
@@ -157,16 +253,22 @@ async function startAgain() {
     const started = await relayApi.call("POST", "/sessions", { desktop: view.desktop });
     window.location.assign(started.url);
   } catch (error) {
-    text("notice-error", error.message + (error.retryAfter ? " Try again in " + error.retryAfter + " s." : ""));
+    text("notice-error", relayApi.problemText(error));
     startAgainButton.disabled = false;
   }
 }
 
-// The bar never takes the keyboard from the desktop: a press on it does not move the focus, and
-// after a click the frame has it again. Nothing on this page listens to keys.
+// A mouse on the bar never takes the keyboard from the desktop: a press on it does not move the
+// focus, and after a click the frame has it again. A keyboard user's Enter or Space on a control
+// (a click with detail 0) leaves the focus where they put it.
 bar.addEventListener("mousedown", (event) => event.preventDefault());
-bar.addEventListener("click", () => setTimeout(focusDesktop));
-frame.addEventListener("load", focusDesktop);
+bar.addEventListener("click", (event) => { if (event.detail > 0) { setTimeout(focusDesktop); } });
+frame.addEventListener("load", () => { watchClient(); focusDesktop(); showKeyboardHint(); });
+frame.addEventListener("focus", showKeyboardHint);
+frame.addEventListener("blur", showKeyboardHint);
+// Focus moving into the frame blurs this window; moving back focuses it.
+window.addEventListener("blur", () => setTimeout(showKeyboardHint));
+window.addEventListener("focus", showKeyboardHint);
 stopButton.addEventListener("click", stop);
 startAgainButton.addEventListener("click", startAgain);
 setInterval(tick, 1000);
