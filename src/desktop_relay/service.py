@@ -26,6 +26,7 @@ from .auth.websessions import WebSessions
 from .capacity import CapacityLimits
 from .config import ConfigError, RelayConfig
 from .engine import DockerProvisioner, docker_threadpool
+from .fdlimit import desktops_for, raise_soft_limit
 from .lifecycle import DesktopSessions, LifecycleService
 from .metrics import RelayMetrics, metrics_root
 from .readiness import ReadinessProbe
@@ -192,6 +193,12 @@ class RelayService(MultiService):
         self._ready: Deferred[None] | None = None
 
     def startService(self) -> None:
+        before, limit = raise_soft_limit()
+        # The admin's one number for "how many pupils at once" on this host (docs/deployment.md).
+        self._log.info(
+            "file descriptor limit {limit} (soft limit was {before}): room for {desktops} desktops",
+            limit=limit, before=before, desktops=desktops_for(limit),
+        )
         self._docker_pool.start()
         super().startService()
         self._ready = self._start()
