@@ -404,7 +404,11 @@ class Child:
     def stop(self) -> None:
         if self.process.poll() is None:
             self.process.terminate()
-        self.process.wait(30)
+        try:
+            self.process.wait(15)
+        except subprocess.TimeoutExpired:
+            self.process.kill()  # a reactor still busy with a thousand closes
+            self.process.wait()
 
 
 def cpu(pids: list[int]) -> float:
