@@ -1,11 +1,12 @@
-"""Benchmark of the WebSocket bridge (desktop_relay.relay.websocket) against a direct connection
-and against a naive Autobahn bridge, all measured with the same load in the same run.
+"""Benchmark of the WebSocket bridge (desktop_relay.relay.websocket) against a direct connection,
+against nginx with 64 KiB buffers (bench/nginx_peer.py) and against a naive Autobahn bridge, all
+measured with the same load in the same run.
 
-Four kinds of processes on loopback: a container-like Autobahn wss server (self-signed cert, Basic
+Five kinds of processes on loopback: a container-like Autobahn wss server (self-signed cert, Basic
 auth, streams 64 KiB messages under flow control, echoes small ones, swallows
 FramebufferUpdateRequests); our relay (twisted.web Site +
 WebSocketResource + DesktopBridgeFactory, resolver returning a fixed target); the naive bridge (the
-obvious Autobahn bridge, no flow control, default options); and this process, which generates the
+obvious Autobahn bridge, no flow control, default options); nginx; and this process, which generates the
 load (with the streaming load of the echo test in a process of its own) and reads each bridge's
 CPU time and RSS from /proc.
 
