@@ -419,6 +419,14 @@ def pss(pids: list[int]) -> int:
     return sum(proc_pss_bytes(pid) for pid in pids)
 
 
+def machine_busy() -> tuple[float, float]:
+    """All CPUs' busy and total time so far (the first line of /proc/stat), in ticks: how much of
+    the machine everything, this benchmark's processes and everyone else's, took."""
+    ticks = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = ticks[3] + ticks[4]
+    return sum(ticks) - idle, sum(ticks)
+
+
 def plan_connections(n: int, backends: int, scale: float) -> list[tuple[int, int, int, str]]:
     """(backend, rate, fps, class) for each connection: the mix of CLASSES, the same every run."""
     classes = []
@@ -493,6 +501,7 @@ def run_bench(args: argparse.Namespace) -> None:
             pids = {"peer": peer_pids, "loads": [x.process.pid for x in loads], "echo": [echo.process.pid]}
             cpu0 = {k: cpu(v) for k, v in pids.items()}
             backend_cpu0 = [proc_cpu_seconds(b.process.pid) for b in backends]
+            busy0 = machine_busy()
             start = time.perf_counter()
             echo.tell("go")
             time.sleep(args.duration)
@@ -500,6 +509,8 @@ def run_bench(args: argparse.Namespace) -> None:
             reports = [load.ask("report") for load in loads]
             elapsed = time.perf_counter() - start
             cpu1 = {k: cpu(v) for k, v in pids.items()}
+            busy1 = machine_busy()
+            ours = sum(cpu1.values()) - sum(cpu0.values())
             backend_cpu = [
                 (proc_cpu_seconds(b.process.pid) - c0) / elapsed * 100
                 for b, c0 in zip(backends, backend_cpu0, strict=True)
@@ -521,7 +532,12 @@ def run_bench(args: argparse.Namespace) -> None:
         for r, names in zip(reports, parts, strict=True):
             for s, c in zip(r["shares"], names, strict=False):
                 by_class.setdefault(c, []).append(s)
+        ticks = os.sysconf("SC_CLK_TCK")
+        ours += sum(backend_cpu) * elapsed / 100
         return {
+            "machine_busy": (busy1[0] - busy0[0]) / (busy1[1] - busy0[1]) * 100,
+            "others_cpu": ((busy1[0] - busy0[0]) / ticks - ours) / elapsed * 100,
+            "loadavg": float(Path("/proc/loadavg").read_text().split()[0]),
             "peer_cpu": (cpu1["peer"] - cpu0["peer"]) / elapsed * 100,
             "load_cpu": max((cpu1["loads"] - cpu0["loads"]) / elapsed * 100 / len(loads), 0),
             "echo_cpu": (cpu1["echo"] - cpu0["echo"]) / elapsed * 100,
@@ -580,6 +596,8 @@ def print_table(results: dict[str, list[dict[str, Any]]], args: argparse.Namespa
         ("delivered, MB/s", lambda m: f"{med(m, 'mb_per_s'):.1f}"),
         ("busiest backend CPU, %", lambda m: f"{statistics.median(max(r['backend_cpu']) for r in results[m]):.0f}"),
         ("load process CPU (mean), %", lambda m: f"{med(m, 'load_cpu'):.0f}"),
+        ("machine busy (all CPUs), %", lambda m: f"{med(m, 'machine_busy'):.0f}"),
+        ("other processes' CPU, % of a core", lambda m: f"{med(m, 'others_cpu'):.0f}"),
     ]
     table = [("measure", *modes)] + [(label, *(f(m) for m in modes)) for label, f in rows]
     widths = [max(len(r[i]) for r in table) for i in range(len(table[0]))]
