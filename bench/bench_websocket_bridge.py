@@ -1,11 +1,12 @@
-"""Benchmark of the WebSocket bridge (desktop_relay.relay.websocket) against a direct connection
-and against a naive Autobahn bridge, all measured with the same load in the same run.
+"""Benchmark of the WebSocket bridge (desktop_relay.relay.websocket) against a direct connection,
+against nginx with 64 KiB buffers (bench/nginx_peer.py) and against a naive Autobahn bridge, all
+measured with the same load in the same run.
 
-Four kinds of processes on loopback: a container-like Autobahn wss server (self-signed cert, Basic
+Five kinds of processes on loopback: a container-like Autobahn wss server (self-signed cert, Basic
 auth, streams 64 KiB messages under flow control, echoes small ones, swallows
 FramebufferUpdateRequests); our relay (twisted.web Site +
 WebSocketResource + DesktopBridgeFactory, resolver returning a fixed target); the naive bridge (the
-obvious Autobahn bridge, no flow control, default options); and this process, which generates the
+obvious Autobahn bridge, no flow control, default options); nginx; and this process, which generates the
 load (with the streaming load of the echo test in a process of its own) and reads each bridge's
 CPU time and RSS from /proc.
 
@@ -17,7 +18,6 @@ See bench/README.md for what each number means.
 from __future__ import annotations
 
 import argparse
-import datetime
 import gc
 import os
 import signal
@@ -29,6 +29,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from loopback import collect_on_sigusr1, make_cert, proc_cpu_seconds, proc_rss_bytes, raise_fd_limit
+from nginx_peer import NginxPeer
+
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "src"))
 
@@ -36,8 +39,10 @@ CHUNK = 64 * 1024
 PASSWORD = "bench-secret"
 SESSION = "bench"
 ORIGIN = "http://127.0.0.1:8080"
-#: The bridges under test, in table order.
-BRIDGES = ("naive", "ours")
+#: The bridges under test, in table order; nginx (64 KiB buffers) is the proxy admins know.
+BRIDGES = ("naive", "nginx", "ours")
+#: The bridges that are Python processes of this benchmark.
+PYTHON_BRIDGES = ("naive", "ours")
 MODES = ("direct", *BRIDGES)
 
 # What a VNC web client sends (RFB, client to server), so that our bridge's input classifier
@@ -52,63 +57,6 @@ CLIENT_MESSAGES = 50_000
 def echo_payload(n: int) -> bytes:
     """16 bytes of RFB: an update request and a pointer event at a new position (input)."""
     return FBUR + b"\x05\x00" + (n % 1280).to_bytes(2, "big") + (n % 720).to_bytes(2, "big")
-
-
-# -- helpers shared by the processes --------------------------------------------------------
-
-
-def make_cert(directory: Path) -> Path:
-    """A self-signed EC certificate and key in one PEM file, as a Kasm container makes."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(days=1))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .sign(key, hashes.SHA256())
-    )
-    path = directory / "self.pem"
-    path.write_bytes(
-        cert.public_bytes(serialization.Encoding.PEM)
-        + key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    )
-    return path
-
-
-def proc_cpu_seconds(pid: int) -> float:
-    """User + system CPU time of one process (not its children): fields 14 and 15 of stat."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def proc_rss_bytes(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    raise RuntimeError("no VmRSS")
-
-
-def collect_on_sigusr1() -> None:
-    """Let the load generator ask a bridge process for a full garbage collection before it
-    reads the process's RSS (garbage from earlier tests would otherwise count as idle cost)."""
-    signal.signal(signal.SIGUSR1, lambda signum, frame: gc.collect())
-
-
-def raise_fd_limit() -> None:
-    import resource
-
-    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
 # -- the container-like backend -------------------------------------------------------------
@@ -434,25 +382,43 @@ def run_streams(mode: str, port: int, streams: int) -> None:
 def run_bench(args: argparse.Namespace) -> None:
     from twisted.internet import defer, reactor, task, threads
 
+    from desktop_relay.backend import Backend
+
     raise_fd_limit()
     tmp = Path(tempfile.mkdtemp(prefix="bench-ws-"))
     cert = make_cert(tmp)
     me = [sys.executable, str(Path(__file__).resolve())]
     env = dict(os.environ, PYTHONPATH=str(HERE.parent / "src"))
     procs: dict[str, subprocess.Popen] = {}
+    nginx: dict[str, NginxPeer] = {}
+    authorization = Backend("x", 0, PASSWORD).authorization.decode()
 
     def start(name: str, cmd: list[str]) -> int:
         procs[name] = subprocess.Popen([*me, *cmd], stdout=subprocess.PIPE, env=env)
         return int(procs[name].stdout.readline())
+
+    def start_nginx() -> int:
+        nginx["nginx"] = NginxPeer({SESSION: ports["direct"]}, authorization)
+        return nginx["nginx"].port
 
     ports = {"direct": start("direct", ["backend", "--cert", str(cert)])}
     relay_cmd = ["relay", "--backend-port", str(ports["direct"])]
     if args.profile:
         relay_cmd += ["--profile", args.profile]
     bridge_cmds = {"ours": relay_cmd, "naive": ["naive", "--backend-port", str(ports["direct"])]}
-    for mode in BRIDGES:
+    for mode in PYTHON_BRIDGES:
         ports[mode] = start(mode, bridge_cmds[mode])
+    ports["nginx"] = start_nginx()
     _, connect = client_kit(ports)
+
+    def pids_of(mode: str) -> list[int]:
+        """The processes whose CPU and memory are the bridge's (none for direct)."""
+        if mode == "nginx":
+            return nginx["nginx"].pids()
+        return [procs[mode].pid] if mode in BRIDGES else []
+
+    def cpu_of(mode: str) -> float:
+        return sum(proc_cpu_seconds(pid) for pid in pids_of(mode))
 
     def restart_bridges() -> Any:
         """Fresh bridge processes for the idle-memory test. A process that has just buffered
@@ -461,12 +427,14 @@ def run_bench(args: argparse.Namespace) -> None:
         freed pages without growing RSS; its "per bridge" growth would measure the earlier
         bloat, not the bridge. The relay restarts without --profile (the profile is written
         when the first one stops)."""
-        for mode in BRIDGES:
+        for mode in PYTHON_BRIDGES:
             procs[mode].terminate()
             procs[mode].wait(10)
+        nginx["nginx"].stop()
         bridge_cmds["ours"] = ["relay", "--backend-port", str(ports["direct"])]
-        for mode in BRIDGES:
+        for mode in PYTHON_BRIDGES:
             ports[mode] = start(mode, bridge_cmds[mode])
+        ports["nginx"] = start_nginx()
         return client_kit(ports)[1]
 
     def start_streams(mode: str, streams: int) -> subprocess.Popen:
@@ -485,15 +453,14 @@ def run_bench(args: argparse.Namespace) -> None:
         """MB/s to the last message, and the bridge process's CPU s/GB (0 for direct)."""
         conns = [await connect(mode) for _ in range(streams)]
         per_stream = max(1, total_bytes // CHUNK // streams)
-        pid = procs[mode].pid if mode in BRIDGES else None
-        cpu0 = proc_cpu_seconds(pid) if pid else 0.0
+        cpu0 = cpu_of(mode)
         start = time.perf_counter()
         for c in conns:
             c.expect, c.done = per_stream, defer.Deferred()
             c.sendMessage(b"stream %d" % per_stream, isBinary=True)
         await defer.gatherResults([c.done for c in conns])
         elapsed = time.perf_counter() - start
-        cpu = (proc_cpu_seconds(pid) - cpu0) if pid else 0.0
+        cpu = cpu_of(mode) - cpu0
         await close(conns)
         moved = per_stream * streams * CHUNK
         return moved / elapsed / 1e6, cpu / (moved / 1e9)
@@ -524,38 +491,37 @@ def run_bench(args: argparse.Namespace) -> None:
         the backend (which swallows them), and the bridge process's CPU seconds per 100 000
         (0 for direct): the input classifier's own path."""
         conn = await rfb_handshake(await connect(mode))
-        pid = procs[mode].pid if mode in BRIDGES else None
-        cpu0 = proc_cpu_seconds(pid) if pid else 0.0
+        cpu0 = cpu_of(mode)
         start = time.perf_counter()
         for _ in range(count):
             conn.sendMessage(FBUR, isBinary=True)
         # Echoed, and only after everything sent before it: all requests have arrived.
         await round_trip(conn, KEY_EVENT)
         elapsed = time.perf_counter() - start
-        cpu = (proc_cpu_seconds(pid) - cpu0) if pid else 0.0
+        cpu = cpu_of(mode) - cpu0
         await close([conn])
         return count / elapsed / 1e3, cpu / count * 1e5
 
-    async def rss_after_gc(pid: int) -> int:
-        os.kill(pid, signal.SIGUSR1)
+    async def rss_after_gc(mode: str) -> int:
+        if mode in PYTHON_BRIDGES:
+            os.kill(procs[mode].pid, signal.SIGUSR1)
         await sleep(0.5)
-        return proc_rss_bytes(pid)
+        return sum(proc_rss_bytes(pid) for pid in pids_of(mode))
 
     async def idle_memory(connect: Any, mode: str, rounds: int, per_round: int) -> list[float]:
         """KiB of the bridge process's RSS (after a gc) per idle bridge, ``per_round`` more
         bridges per round, each round on top of the previous ones."""
-        pid = procs[mode].pid
         conns: list[Any] = []
         deltas = []
         await close([await connect(mode) for _ in range(20)])
         for _ in range(rounds):
-            before = await rss_after_gc(pid)
+            before = await rss_after_gc(mode)
             for opened in range(0, per_round, 25):
                 conns += await defer.gatherResults(
                     [defer.Deferred.fromCoroutine(connect(mode)) for _ in range(min(25, per_round - opened))]
                 )
             await sleep(1.0)
-            deltas.append((await rss_after_gc(pid) - before) / per_round / 1024)
+            deltas.append((await rss_after_gc(mode) - before) / per_round / 1024)
         await close(conns)
         await sleep(1.0)
         return deltas
@@ -585,78 +551,57 @@ def run_bench(args: argparse.Namespace) -> None:
         fresh_connect = restart_bridges()
         memory = {mode: await idle_memory(fresh_connect, mode, repeats, args.idle_bridges) for mode in BRIDGES}
 
-        rows: list[tuple[str, str, str, str, str]] = []
+        rows: list[tuple[str, ...]] = []
+
+        def ratio(a: float, b: float) -> str:
+            # nginx's CPU for 50 000 small messages can be below /proc's 10 ms resolution.
+            return f"{a / b:.2f}" if b else "-"
+
+        def row(label: str, v: dict[str, float], fmt: str, vs_direct: bool = False) -> None:
+            """One line of the table: each mode's value (÷ direct in brackets where it means
+            something), then ours ÷ naive and ours ÷ nginx."""
+            cells = []
+            for m in MODES:
+                if m not in v:
+                    cells.append("-")
+                elif vs_direct and m != "direct":
+                    cells.append(f"{v[m]:{fmt}} ({v[m] / v['direct']:.2f}x)")
+                else:
+                    cells.append(f"{v[m]:{fmt}}")
+            rows.append((label, *cells, ratio(v["ours"], v["naive"]), ratio(v["ours"], v["nginx"])))
+
         for streams in (1, 16):
-            v = {m: med([x for x, _ in results[f"{m}{streams}"]]) for m in MODES}
-            rows.append(
-                (
-                    f"throughput, {streams} x 64 KiB stream(s), MB/s",
-                    f"{v['direct']:.0f}",
-                    f"{v['naive']:.0f} ({v['naive'] / v['direct']:.2f}x)",
-                    f"{v['ours']:.0f} ({v['ours'] / v['direct']:.2f}x)",
-                    f"{v['ours'] / v['naive']:.2f}",
-                )
+            row(
+                f"throughput, {streams} x 64 KiB stream(s), MB/s",
+                {m: med([x for x, _ in results[f"{m}{streams}"]]) for m in MODES}, ".0f", vs_direct=True,
             )
         for streams in (1, 16):
-            v = {m: med([c for _, c in results[f"{m}{streams}"]]) for m in BRIDGES}
-            rows.append(
-                (
-                    f"bridge CPU per GB, {streams} stream(s), s/GB",
-                    "-",
-                    f"{v['naive']:.2f}",
-                    f"{v['ours']:.2f}",
-                    f"{v['ours'] / v['naive']:.2f}",
-                )
+            row(
+                f"bridge CPU per GB, {streams} stream(s), s/GB",
+                {m: med([c for _, c in results[f"{m}{streams}"]]) for m in BRIDGES}, ".2f",
             )
         for i, label in ((0, "p50"), (1, "p99")):
-            v = {m: med([x[i] for x in results[f"echo-{m}"]]) for m in MODES}
-            rows.append(
-                (
-                    f"16-byte echo RTT {label}, 16 streams busy, ms",
-                    f"{v['direct']:.2f}",
-                    f"{v['naive']:.2f}",
-                    f"{v['ours']:.2f}",
-                    f"{v['ours'] / v['naive']:.2f}",
-                )
+            row(
+                f"16-byte echo RTT {label}, 16 streams busy, ms",
+                {m: med([x[i] for x in results[f"echo-{m}"]]) for m in MODES}, ".2f",
             )
-        v = {m: med([x for x, _ in results[f"fbur-{m}"]]) for m in MODES}
-        rows.append(
-            (
-                "10-byte client messages, 1 connection, k/s",
-                f"{v['direct']:.1f}",
-                f"{v['naive']:.1f} ({v['naive'] / v['direct']:.2f}x)",
-                f"{v['ours']:.1f} ({v['ours'] / v['direct']:.2f}x)",
-                f"{v['ours'] / v['naive']:.2f}",
-            )
+        row(
+            "10-byte client messages, 1 connection, k/s",
+            {m: med([x for x, _ in results[f"fbur-{m}"]]) for m in MODES}, ".1f", vs_direct=True,
         )
-        v = {m: med([c for _, c in results[f"fbur-{m}"]]) for m in BRIDGES}
-        rows.append(
-            (
-                "bridge CPU per 100k client messages, s",
-                "-",
-                f"{v['naive']:.2f}",
-                f"{v['ours']:.2f}",
-                f"{v['ours'] / v['naive']:.2f}",
-            )
+        row(
+            "bridge CPU per 100k client messages, s",
+            {m: med([c for _, c in results[f"fbur-{m}"]]) for m in BRIDGES}, ".2f",
         )
-        v = {m: med(memory[m]) for m in BRIDGES}
-        rows.append(
-            (
-                f"RSS per idle bridge ({args.idle_bridges}/round), KiB",
-                "-",
-                f"{v['naive']:.1f}",
-                f"{v['ours']:.1f}",
-                f"{v['ours'] / v['naive']:.2f}",
-            )
-        )
+        row(f"RSS per idle bridge ({args.idle_bridges}/round), KiB", {m: med(memory[m]) for m in BRIDGES}, ".1f")
 
-        head = ("measure", "direct", "naive", "ours", "ours/naive")
-        widths = [max(len(r[i]) for r in [head, *rows]) for i in range(5)]
+        head = ("measure", *MODES, "ours/naive", "ours/nginx")
+        widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
         line = "  ".join(f"{{:{'<' if i == 0 else '>'}{w}}}" for i, w in enumerate(widths))
         print("\n" + line.format(*head))
-        print("-" * (sum(widths) + 8))
-        for row in rows:
-            print(line.format(*row))
+        print("-" * (sum(widths) + 2 * (len(head) - 1)))
+        for r in rows:
+            print(line.format(*r))
         print(f"\nmedians of {repeats} runs; each run's values (MB/s, s/GB), (p50, p99) or (k/s, s/100k):")
         for key, values in results.items():
             print(f"  {key}: " + ", ".join("(" + ", ".join(f"{x:.2f}" for x in v) + ")" for v in values))
@@ -669,6 +614,8 @@ def run_bench(args: argparse.Namespace) -> None:
         for proc in procs.values():
             proc.terminate()
             proc.wait(10)
+        for peer in nginx.values():
+            peer.stop()
 
 
 def main() -> None:

@@ -9,6 +9,7 @@ to `relay_factory` rather than writing another launcher; import the helpers from
 from __future__ import annotations
 
 import os
+import resource
 import secrets
 import signal
 import socket
@@ -98,8 +99,12 @@ class RelayProcess:
         users: Mapping[str, str] = {"alice": "pupils", "bob": "pupils"},
         sections: Mapping[str, Mapping[str, str]] = {},
         port: int | None = None,
+        nofile: tuple[int, int] | None = None,
     ) -> None:
+        """`nofile`: the (soft, hard) descriptor limits twistd starts with, as systemd's
+        LimitNOFILE= would set them; the test runner's own otherwise."""
         self.directory = directory
+        self.nofile = nofile
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.metrics_port = free_port()
@@ -133,6 +138,7 @@ class RelayProcess:
             twistd_command() + ["-n", "--pidfile=", f"--logfile={self.log_path}",
                                 "desktop-relay", "--config", str(self.config_path)],
             cwd=self.directory, env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            preexec_fn=self._set_limits,
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -143,6 +149,10 @@ class RelayProcess:
                 return
             time.sleep(0.05)
         raise AssertionError(f"relay did not become ready within {timeout}s:\n{self.log()}")
+
+    def _set_limits(self) -> None:
+        if self.nofile is not None:
+            resource.setrlimit(resource.RLIMIT_NOFILE, self.nofile)
 
     def stop(self) -> None:
         if self.process is None or self.process.poll() is not None:

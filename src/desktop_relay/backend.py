@@ -1,5 +1,6 @@
 """Where a session's container is reached, and how: the value the relay's HTTP and WebSocket
-paths connect with, the TLS options for those loopback connections, and the HTTP agent."""
+paths connect with, the TLS options for those loopback connections, and the HTTP agent (with the quiet connection
+pool the OpenID client shares)."""
 
 from __future__ import annotations
 
@@ -61,12 +62,18 @@ class _QuietClientFactory(_HTTP11ClientFactory):
     noisy = False
 
 
+def quiet_pool(reactor: Any, *, persistent: bool) -> HTTPConnectionPool:
+    """An HTTP connection pool whose connections log nothing when they open and close."""
+    pool = HTTPConnectionPool(reactor, persistent=persistent)
+    pool._factory = _QuietClientFactory
+    return pool
+
+
 def container_agent(reactor: Any, connect_timeout: float) -> Agent:
     """An HTTP agent for desktop containers: container TLS policy, no connection reuse.
 
     KasmVNC answers every request with `Connection: close`, so a persistent pool would only hold
     dead connections (and leave their expiry timers on the reactor).
     """
-    pool = HTTPConnectionPool(reactor, persistent=False)
-    pool._factory = _QuietClientFactory
+    pool = quiet_pool(reactor, persistent=False)
     return Agent(reactor, contextFactory=ContainerTLSPolicy(), connectTimeout=connect_timeout, pool=pool)

@@ -8,11 +8,13 @@ from __future__ import annotations
 from collections.abc import Generator
 from typing import Any
 
+from treq.client import HTTPClient
 from twisted.application.internet import StreamServerEndpointService, TimerService
 from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred, DeferredList, inlineCallbacks
 from twisted.internet.endpoints import serverFromString
 from twisted.logger import Logger
+from twisted.web.client import Agent
 from twisted.web.resource import IResource
 from twisted.web.server import Site
 
@@ -23,9 +25,11 @@ from .auth.oidc import OpenIDProvider, OpenIDSignIn, PendingSignIns, SignInFaile
 from .auth.roles import Roles
 from .auth.throttle import LoginThrottle
 from .auth.websessions import WebSessions
+from .backend import quiet_pool
 from .capacity import CapacityLimits
 from .config import ConfigError, RelayConfig
 from .engine import DockerProvisioner, docker_threadpool
+from .fdlimit import desktops_for, raise_soft_limit
 from .lifecycle import DesktopSessions, LifecycleService
 from .metrics import RelayMetrics, metrics_root
 from .readiness import ReadinessProbe
@@ -55,6 +59,17 @@ class _ScrapeSite(Site):
         pass
 
 
+class _RelaySite(Site):
+    """The public site: no access line for what succeeds under /desktop/ (the session page, the
+    web client's dozens of files, the upgrade, which the bridge logs itself with its fields).
+    Apache's access log has those requests; a failure here is still a line."""
+
+    def log(self, request: Any) -> None:
+        if request.path.startswith(b"/desktop/") and request.code < 400:
+            return
+        super().log(request)
+
+
 class RelayService(MultiService):
     """The relay: opens the store, reconciles with Docker, then listens; undoes it in reverse."""
 
@@ -74,8 +89,10 @@ class RelayService(MultiService):
         self.oidc: OpenIDSignIn | None = None
         headers: TrustedHeaders | None = None
         if config.oidc is not None:
+            # treq's default pool logs two lines for every connection to the provider.
+            provider_http = HTTPClient(Agent(reactor, pool=quiet_pool(reactor, persistent=True)))
             self.oidc = OpenIDSignIn(
-                OpenIDProvider(config.oidc, reactor),
+                OpenIDProvider(config.oidc, reactor, http=provider_http),
                 PendingSignIns(reactor, config.oidc.sign_in_timeout),
                 config.redirect_uri,
             )
@@ -173,7 +190,7 @@ class RelayService(MultiService):
             admin=admin,
             pages=Pages(config.site, config.secure_cookies),
         )
-        site = Site(web.resource())
+        site = _RelaySite(web.resource())
         site.displayTracebacks = False
         self._listener = StreamServerEndpointService(serverFromString(reactor, config.listen), site)
         # A port that cannot be bound is fatal: twistd should exit, not run without listening.
@@ -194,6 +211,12 @@ class RelayService(MultiService):
         self._ready: Deferred[None] | None = None
 
     def startService(self) -> None:
+        before, limit = raise_soft_limit()
+        # The admin's one number for "how many pupils at once" on this host (docs/deployment.md).
+        self._log.info(
+            "file descriptor limit {limit} (soft limit was {before}): room for {desktops} desktops",
+            limit=limit, before=before, desktops=desktops_for(limit),
+        )
         self._docker_pool.start()
         super().startService()
         self._ready = self._start()

@@ -49,6 +49,8 @@ def test_sign_in_end_to_end_with_pkce_and_iserv_groups(
     assert me == {"id": "uuid-lehrer-1", "name": "Frau Lehrer", "groups": ["informatik", "lehrer"], "role": "teacher"}
     assert [d["name"] for d in browser.api("GET", "/desktops").json()] == ["demo"]
     assert audit_lines(relay) == [("uuid-lehrer-1", "sign-in", "oidc")]
+    # The provider's metadata, keys and token endpoint were fetched without connection chatter.
+    assert "_HTTP11ClientFactory" not in relay.log()
 
 
 def test_groups_as_plain_strings_and_refreshed_at_every_sign_in(
