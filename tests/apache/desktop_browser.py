@@ -110,17 +110,23 @@ class DesktopPage:
             self.page.click("#sessions a")
             self.page.wait_for_url("**/desktop/*/", timeout=30_000)
 
-    def wait_connected_despite_docker(self) -> None:
-        """wait_connected, reloading once if the web client lost its files to a network change."""
-        try:
-            self.wait_connected(timeout=15)
-        except AssertionError:
-            if not self._network_changed():
-                raise
-            self.console.append("(session page reloaded after ERR_NETWORK_CHANGED)")
-            self.sockets.clear()
-            self.page.reload()
-            self.wait_connected()
+    def wait_connected_despite_docker(self, timeout: float = 60) -> None:
+        """wait_connected, reloading once if the web client lost its files to a network change.
+
+        The deadline is generous because a busy machine can take tens of seconds to start a
+        container; a network change is noticed within a second and reloads at once."""
+        deadline = time.monotonic() + timeout
+        while not self._network_changed():
+            try:
+                self.wait_connected(timeout=1)
+                return
+            except AssertionError:
+                if time.monotonic() > deadline:
+                    raise
+        self.console.append("(session page reloaded after ERR_NETWORK_CHANGED)")
+        self.sockets.clear()
+        self.page.reload()
+        self.wait_connected(timeout=timeout)
 
     def screen(self) -> Image:
         """The remote screen as the user sees it now: a screenshot of noVNC's canvas."""
