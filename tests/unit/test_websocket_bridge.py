@@ -31,7 +31,7 @@ from zope.interface import implementer
 
 from desktop_relay.backend import Backend
 from desktop_relay.metrics import RelayMetrics
-from desktop_relay.relay.websocket import (
+from desktop_relay.relay.bridge import (
     CLOSE_CONTAINER_GONE,
     CLOSE_GOING_AWAY,
     CLOSE_SESSION_STOPPED,

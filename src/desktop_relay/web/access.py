@@ -16,7 +16,7 @@ from twisted.logger import Logger
 
 from ..backend import Backend
 from ..lifecycle import DesktopSessions
-from ..relay.websocket import BridgeClosed, BridgeTarget
+from ..relay.bridge import BridgeClosed, BridgeTarget
 from ..store import QUEUED, READY, STARTING, SQLiteStore, WebSession
 from .guard import RequestGuard
 from .responses import Problem

@@ -12,7 +12,7 @@ from twisted.logger import Logger
 from twisted.web.iweb import IRequest
 
 from ...lifecycle import DesktopSessions
-from ...relay.websocket import CLOSE_SIGNED_OUT
+from ...relay.bridge import CLOSE_SIGNED_OUT
 from ...store import SeenUser, SQLiteStore
 from ..responses import Problem, json_response
 from . import add_problem_handlers
