@@ -39,6 +39,7 @@ from desktop_relay.relay.bridge import (
     BridgeClosed,
     BridgeTarget,
     DesktopBridgeFactory,
+    UpgradeRefused,
 )
 
 BANNER = b"RFB 003.008\n"
@@ -95,9 +96,18 @@ class _Streamer:
         self.left = 0
 
 
+class _Quiet:
+    """Autobahn's logger for the test's own peers: what is logged is the relay's alone."""
+
+    def __getattr__(self, level: str) -> Callable[..., None]:
+        return lambda *args, **kwargs: None
+
+
 class FakeDesktop(WebSocketServerProtocol):
     """Answers like KasmVNC: Basic auth first, echoes the first offered subprotocol, then
     the RFB banner at once; echoes messages; `stream N` streams N messages to the browser."""
+
+    log = _Quiet()
 
     def __init__(self) -> None:
         super().__init__()
@@ -165,6 +175,8 @@ class FakeContainer:
 
 class Browser(WebSocketClientProtocol):
     """Collects what arrives and how the connection ended."""
+
+    log = _Quiet()
 
     def __init__(self) -> None:
         super().__init__()
@@ -810,3 +822,57 @@ async def test_failing_bridge_listener_is_logged_and_the_desktop_keeps_working(r
     failures = [e for e in fail_on_logged_errors if "telling that the bridge" in str(e.get("log_format"))]
     assert len(failures) == 2
     fail_on_logged_errors.clear()
+
+
+def _logged_during() -> tuple[list[dict], Callable[[], None]]:
+    events: list[dict] = []
+    globalLogPublisher.addObserver(events.append)
+    return events, lambda: globalLogPublisher.removeObserver(events.append)
+
+
+def _shown(events: list[dict]) -> list[dict]:
+    """What the relay's admin sees: events at info and above, Autobahn's included (the test's
+    browser and container say nothing: see _Quiet; the browser's connect factory is skipped)."""
+    return [
+        e for e in events
+        if e.get("log_level") is not None and e["log_level"] >= LogLevel.info
+        and "OneShotFactory" not in e.get("log_namespace", "")
+    ]
+
+
+@pytest_twisted.ensureDeferred
+async def test_upgrade_refused_by_the_resolver_is_logged_once_with_session_user_status_and_reason(relay_maker):
+    def refuse(request: ConnectionRequest) -> defer.Deferred[BridgeTarget]:
+        return defer.fail(UpgradeRefused(403, "Desktop not allowed", session="s1", user="pupil", why="not allowed"))
+
+    relay = await relay_maker(refuse)
+    events, stop = _logged_during()
+    try:
+        browser = await relay.browser(expect_open=False)
+        await browser.closed
+        await _sleep(0.05)
+    finally:
+        stop()
+    assert browser.status == 403
+    [line] = _shown(events)
+    assert (line["session"], line["user"], line["status"], line["reason"]) == ("s1", "pupil", 403, "not allowed")
+    assert line["log_level"] == LogLevel.info
+
+
+@pytest_twisted.ensureDeferred
+async def test_upgrade_refused_by_the_container_is_logged_once_as_a_warning(relay_maker):
+    relay = await relay_maker()
+    relay.factory._resolve = lambda request: BridgeTarget(
+        Backend("127.0.0.1", relay.container.port.getHost().port, "wrong"), "s1", "pupil"
+    )
+    events, stop = _logged_during()
+    try:
+        browser = await relay.browser(expect_open=False)
+        await browser.closed
+        await _sleep(0.05)
+    finally:
+        stop()
+    assert browser.status == 502
+    [line] = _shown(events)
+    assert (line["session"], line["user"], line["status"]) == ("s1", "pupil", 502)
+    assert "401" in line["reason"] and line["log_level"] == LogLevel.warn

@@ -25,6 +25,7 @@ from ._types import (
     BridgeTarget,
     InputListener,
     Resolver,
+    UpgradeRefused,
 )
 
 __all__ = [
@@ -39,4 +40,5 @@ __all__ = [
     "DesktopBridgeProtocol",
     "InputListener",
     "Resolver",
+    "UpgradeRefused",
 ]

@@ -19,6 +19,7 @@ from zope.interface import implementer
 from desktop_relay.relay.rfb import InputClassifier
 
 from ._container import _ContainerProtocol
+from ._descriptors import descriptors_short
 from ._types import (
     _BROWSER_GONE_REASON,
     _CONTAINER_GONE_REASON,
@@ -27,8 +28,10 @@ from ._types import (
     BridgeClosed,
     BridgeTarget,
     ContainerRefused,
+    UpgradeRefused,
 )
 from ._wire import (
+    _SILENT,
     _close,
     _forget_close_timer,
     _forget_handshake,
@@ -96,6 +99,8 @@ class DesktopBridgeProtocol(_LeanTransportMixin, WebSocketServerProtocol):  # ty
         self._input = InputClassifier()
         self._gave_up_told = False
         self._opened_told = False
+        # For a refused upgrade's log line: its session, user and why (see failHandshake).
+        self._why: tuple[str | None, str | None, str] | None = None
 
     # -- opening ------------------------------------------------------------------------
 
@@ -110,11 +115,13 @@ class DesktopBridgeProtocol(_LeanTransportMixin, WebSocketServerProtocol):  # ty
             self._waiting.addTimeout(factory.open_timeout, factory.reactor)
             target: BridgeTarget = await self._waiting
         except ConnectionDeny as deny:
+            if isinstance(deny, UpgradeRefused):
+                self._why = (deny.session, deny.user, deny.why)
             raise ConnectionDeny(deny.code, _status_reason(deny.code, deny.reason)) from None
         except defer.CancelledError:
             raise self._refused() from None
         except defer.TimeoutError:
-            self._log.warn("checking the upgrade of {path} timed out", path=request.path)
+            self._why = (None, None, f"the session check took more than {factory.open_timeout:g} s")
             raise ConnectionDeny(503, "Session check timed out") from None
         except Exception:  # noqa: BLE001 - a resolver bug must still answer the browser
             self._log.failure("resolving the upgrade of {path} failed", path=request.path)
@@ -124,6 +131,12 @@ class DesktopBridgeProtocol(_LeanTransportMixin, WebSocketServerProtocol):  # ty
         if self._browser_gone:
             raise self._refused()
 
+        # Checked before anything of the bridge exists: out of descriptors, the container's
+        # connection would fail half-way, or starve the relay's other work.
+        short = descriptors_short()
+        if short is not None:
+            self._why = (target.session_id, target.user_id, f"out of file descriptors: {short}")
+            raise ConnectionDeny(503, "Relay has no room for another desktop connection")
         self.target = target
         self._container_gone = False
         factory._register(self)
@@ -172,12 +185,26 @@ class DesktopBridgeProtocol(_LeanTransportMixin, WebSocketServerProtocol):  # ty
         return self._refusal or ConnectionDeny(503, "Connection abandoned")
 
     def _refuse_log(self, target: BridgeTarget, why: str) -> None:
-        self._log.warn(
-            "desktop container of session {session} refused a bridge for {user}: {why}",
-            session=target.session_id,
-            user=target.user_id,
-            why=why,
+        """Say why the container side failed, in the refusal's one log line (failHandshake)."""
+        self._why = (target.session_id, target.user_id, f"its desktop container refused: {why}")
+
+    def failHandshake(self, reason: str, code: int = 400, responseHeaders: Any = None) -> None:
+        """Refuse the upgrade with one log line that says whose it was and why; Autobahn's own
+        two lines about it (the failure, the dropped connection) would only repeat it."""
+        path = getattr(self, "http_request_path", None)
+        session, user, why = self._why or (_session_in(path), None, reason)
+        log = self._log.warn if code >= 500 else self._log.info
+        log(
+            "refused desktop upgrade for {path} from {peer}: {status} {reason} (session {session}, user {user})",
+            path=path,
+            peer=getattr(self, "peer", None),
+            status=code,
+            reason=why,
+            session=session,
+            user=user,
         )
+        self.log = _SILENT
+        super().failHandshake(reason, code, responseHeaders)
 
     def onOpen(self) -> None:
         container = self._container
@@ -383,6 +410,10 @@ class DesktopBridgeProtocol(_LeanTransportMixin, WebSocketServerProtocol):  # ty
         if not (self._browser_gone and self._container_gone) or self.target is None:
             return
         self.factory._unregister(self, self._close_codes.get("browser"), self._opened)
+        if not self._opened:
+            # A refused upgrade: its one line is failHandshake's.
+            self._tell_gone_waiters()
+            return
         self._log.info(
             "bridge closed {session} for {user}: browser code {browser_code}, container code "
             "{container_code}; {to_browser} bytes to the browser, {to_container} to the container",
@@ -404,6 +435,9 @@ class DesktopBridgeProtocol(_LeanTransportMixin, WebSocketServerProtocol):  # ty
                 self.factory.listener.bridge_closed(self.target, closed)
             except Exception:  # noqa: BLE001 - the listener must not keep the bridge's waiters waiting
                 self._log.failure("telling that the bridge of {session} closed failed", session=self.target.session_id)
+        self._tell_gone_waiters()
+
+    def _tell_gone_waiters(self) -> None:
         waiters, self._gone_waiters = self._gone_waiters, []
         for waiter in waiters:
             waiter.callback(None)
@@ -416,3 +450,9 @@ class DesktopBridgeProtocol(_LeanTransportMixin, WebSocketServerProtocol):  # ty
         else:
             self._gone_waiters.append(d)
         return d
+
+
+def _session_in(path: str | None) -> str | None:
+    # /desktop/<id>/websockify, as the relay routes it.
+    parts = (path or "").split("/")
+    return parts[2] if len(parts) == 4 and parts[1] == "desktop" and parts[2] else None

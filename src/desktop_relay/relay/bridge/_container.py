@@ -14,7 +14,7 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.python.failure import Failure
 
 from ._types import ContainerRefused
-from ._wire import _forget_close_timer, _forget_handshake, _LeanTransportMixin
+from ._wire import _SILENT, _forget_close_timer, _forget_handshake, _LeanTransportMixin
 
 if TYPE_CHECKING:
     from ._browser import DesktopBridgeProtocol
@@ -144,6 +144,11 @@ class _ContainerProtocol(_LeanTransportMixin, WebSocketClientProtocol):  # type:
 
     def onConnect(self, response: ConnectionResponse) -> None:
         pass
+
+    def failHandshake(self, reason: str) -> None:
+        # The browser's refusal logs this, once (DesktopBridgeProtocol.failHandshake).
+        self.log = _SILENT
+        super().failHandshake(reason)
 
     def onOpen(self) -> None:
         _forget_handshake(self)

@@ -8,7 +8,7 @@ import typing
 from collections.abc import Callable
 
 import attr
-from autobahn.websocket.types import ConnectionRequest
+from autobahn.websocket.types import ConnectionDeny, ConnectionRequest
 from twisted.internet import defer
 
 from desktop_relay.backend import Backend
@@ -84,6 +84,17 @@ InputListener = Callable[[str], None]
 
 def _ignore_input(session_id: str) -> None:
     pass
+
+
+class UpgradeRefused(ConnectionDeny):
+    """A resolver's refusal, with what the bridge's one log line about it says: the session
+    and user (when known) and why, for admins; the browser gets only ``reason``."""
+
+    def __init__(self, code: int, reason: str, *, session: str | None, user: str | None, why: str) -> None:
+        super().__init__(code, reason)
+        self.session = session
+        self.user = user
+        self.why = why
 
 
 class ContainerRefused(Exception):

@@ -5,6 +5,7 @@ adapter's read and write entry points without their per-call debug formatting.""
 from __future__ import annotations
 
 from http import HTTPStatus
+from typing import Any
 
 from autobahn.util import encode_truncate
 from autobahn.websocket.protocol import WebSocketProtocol
@@ -76,4 +77,19 @@ def _forget_handshake(proto: WebSocketProtocol) -> None:
     for name in ("http_request_data", "http_response_data", "http_headers", "http_request_params"):
         if hasattr(proto, name):
             setattr(proto, name, None)
+
+
+class _Silent:
+    """A stand-in for Autobahn's logger on a refused connection, whose refusal the bridge
+    logs once itself (DesktopBridgeProtocol.failHandshake)."""
+
+    def __getattr__(self, level: str) -> Any:
+        return _ignore
+
+
+def _ignore(*args: object, **kwargs: object) -> None:
+    pass
+
+
+_SILENT = _Silent()
 
