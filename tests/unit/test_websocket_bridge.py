@@ -19,11 +19,12 @@ from autobahn.twisted.websocket import (
     WebSocketServerProtocol,
 )
 from autobahn.websocket.types import ConnectionDeny, ConnectionRequest
+from OpenSSL._util import lib as _openssl
 from tls_certs import pem, self_signed
 from twisted.internet import defer, task
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.interfaces import IPushProducer
-from twisted.internet.ssl import PrivateCertificate
+from twisted.internet.ssl import CertificateOptions, PrivateCertificate
 from twisted.logger import LogLevel, globalLogPublisher
 from twisted.web.resource import Resource
 from twisted.web.server import Site
@@ -267,6 +268,7 @@ def relay_maker(container_cert: PrivateCertificate) -> Callable[..., defer.Defer
         on_input: Callable[[str], None] | None = None,
         listener: Any = None,
         metrics: RelayMetrics | None = None,
+        resumable: bool = False,
     ) -> Relay:
         reactor = _reactor()
         container = FakeContainer(subprotocol=subprotocol)
@@ -275,7 +277,15 @@ def relay_maker(container_cert: PrivateCertificate) -> Callable[..., defer.Defer
         backend_factory.protocol = FakeDesktop
         backend_factory.container = container
         backend_factory.setProtocolOptions(maxFramePayloadSize=0, maxMessagePayloadSize=0)
-        container.port = reactor.listenSSL(0, backend_factory, container_cert.options(), interface="127.0.0.1")
+        # KasmVNC's and websockify's OpenSSL servers offer session resumption; Twisted's default does not.
+        options = (
+            CertificateOptions(
+                privateKey=container_cert.privateKey.original, certificate=container_cert.original,
+                enableSessions=True, enableSessionTickets=True,
+            )
+            if resumable else container_cert.options()
+        )
+        container.port = reactor.listenSSL(0, backend_factory, options, interface="127.0.0.1")
         listeners.append(container.port)
         target = BridgeTarget(container.backend, "s1", "pupil")
         if not listen:
@@ -876,3 +886,42 @@ async def test_upgrade_refused_by_the_container_is_logged_once_as_a_warning(rela
     [line] = _shown(events)
     assert (line["session"], line["user"], line["status"]) == ("s1", "pupil", 502)
     assert "401" in line["reason"] and line["log_level"] == LogLevel.warn
+
+
+def _resumed(bridge: Any) -> bool:
+    return bool(_openssl.SSL_session_reused(bridge._container.transport.getHandle()._ssl))
+
+
+@pytest_twisted.ensureDeferred
+async def test_next_bridge_to_a_container_resumes_its_tls_session(relay_maker):
+    relay = await relay_maker(resumable=True)
+    first = await relay.browser()
+    [bridge] = relay.factory.bridges_for_session("s1")
+    second = await relay.browser()
+    [newer] = relay.factory.bridges_for_session("s1") - {bridge}
+    assert (_resumed(bridge), _resumed(newer)) == (False, True)
+    # The container still checked the password of the resumed connection, and both work.
+    assert len(relay.container.opened) == 2
+    for browser in (first, second):
+        assert await browser.messages.get() == (BANNER, True)
+        browser.sendMessage(b"hello", isBinary=True)
+        assert await browser.messages.get() == (b"hello", True)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_container_that_offers_no_resumption_gets_full_handshakes(relay_maker):
+    relay = await relay_maker()
+    await relay.browser()
+    await relay.browser()
+    assert [_resumed(b) for b in relay.factory.bridges_for_session("s1")] == [False, False]
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_tls_session_is_never_offered_to_another_container_address(relay_maker):
+    relay = await relay_maker(resumable=True)
+    await relay.browser()
+    other = await relay_maker(resumable=True)
+    other.factory.container_tls = relay.factory.container_tls
+    await other.browser()
+    [bridge] = other.factory.bridges_for_session("s1")
+    assert not _resumed(bridge)

@@ -152,6 +152,11 @@ class _ContainerProtocol(_LeanTransportMixin, WebSocketClientProtocol):  # type:
 
     def onOpen(self) -> None:
         _forget_handshake(self)
+        # The container's session tickets came before its 101: the next bridge can resume.
+        request = self._connecting_request
+        self._bridge.factory.container_tls.remember(
+            request.host, request.port, self.transport.getHandle()  # type: ignore[union-attr]  # a TLS transport
+        )
         if not self.opened.called:
             self.opened.callback(self)
 

@@ -14,11 +14,12 @@ from twisted.internet.interfaces import IReactorTCP
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from desktop_relay.backend import Backend, container_tls_options
+from desktop_relay.backend import Backend
 from desktop_relay.metrics import RelayMetrics
 
 from ._browser import DesktopBridgeProtocol
 from ._container import _CONTAINER_PATH, _container_client_factory, _ContainerProtocol, _OfferedProtocols, _OneProtocol
+from ._tls import ContainerTLS
 from ._types import (
     CLOSE_GOING_AWAY,
     CLOSE_SESSION_STOPPED,
@@ -99,7 +100,7 @@ class DesktopBridgeFactory(WebSocketServerFactory):
         )
         # One OpenSSL context for all containers: a context per connection costs memory and
         # set-up time, and the options are the same for every container.
-        self._container_tls = container_tls_options()
+        self.container_tls = ContainerTLS()
         self._container_factory = _container_client_factory(
             reactor,  # type: ignore[arg-type]  # the reactor is an IReactorTime as well
             max_message_size=max_message_size, ping_interval=ping_interval, open_timeout=open_timeout,
@@ -129,7 +130,7 @@ class DesktopBridgeFactory(WebSocketServerFactory):
     def _connect_container(self, proto: _ContainerProtocol, backend: Backend) -> defer.Deferred:
         """Connect ``proto`` over TLS; fires when its WebSocket is open, fails within open_timeout."""
         endpoint = wrapClientTLS(
-            self._container_tls,
+            self.container_tls.to(backend.host, backend.port),
             TCP4ClientEndpoint(self.reactor, backend.host, backend.port, timeout=max(1, int(self.open_timeout))),
         )
         attempt = endpoint.connect(_OneProtocol(proto))
@@ -142,6 +143,7 @@ class DesktopBridgeFactory(WebSocketServerFactory):
         opened: defer.Deferred = defer.Deferred(cancel)
 
         def failed(failure: Failure) -> None:
+            self.container_tls.forget(backend.host, backend.port)
             if not opened.called:
                 opened.errback(failure)
 
