@@ -134,7 +134,7 @@ def run_relay(backend_port: int, profile: str | None) -> None:
     from twisted.web.server import Site
 
     from desktop_relay.backend import Backend
-    from desktop_relay.relay.websocket import BridgeTarget, DesktopBridgeFactory
+    from desktop_relay.relay.bridge import BridgeTarget, DesktopBridgeFactory
 
     target = BridgeTarget(Backend("127.0.0.1", backend_port, PASSWORD), SESSION, "bench-user")
     factory = DesktopBridgeFactory(

@@ -34,8 +34,8 @@ from .lifecycle import DesktopSessions, LifecycleService
 from .metrics import RelayMetrics, metrics_root
 from .readiness import ReadinessProbe
 from .relay.assets import AssetRelay
+from .relay.bridge import CLOSE_GOING_AWAY, CLOSE_SESSION_STOPPED, DesktopBridgeFactory
 from .relay.client_cache import ClientFileCache
-from .relay.websocket import CLOSE_GOING_AWAY, CLOSE_SESSION_STOPPED, DesktopBridgeFactory
 from .reload import ConfigReloader, SighupReload
 from .store import SQLiteStore
 from .web.access import BridgeAudit, DesktopAccess

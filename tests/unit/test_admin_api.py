@@ -24,7 +24,7 @@ from desktop_relay.auth.throttle import LoginThrottle
 from desktop_relay.auth.websessions import WebSessions, token_hash
 from desktop_relay.lifecycle import DesktopSessions
 from desktop_relay.relay.assets import AssetRelay
-from desktop_relay.relay.websocket import CLOSE_SIGNED_OUT, DesktopBridgeFactory
+from desktop_relay.relay.bridge import CLOSE_SIGNED_OUT, DesktopBridgeFactory
 from desktop_relay.store import (
     FAILED,
     QUEUED,

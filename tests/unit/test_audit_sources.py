@@ -21,7 +21,7 @@ from desktop_relay.auth.throttle import LoginThrottle
 from desktop_relay.auth.websessions import WebSessions
 from desktop_relay.lifecycle import DesktopSessions
 from desktop_relay.relay.assets import AssetRelay
-from desktop_relay.relay.websocket import DesktopBridgeFactory
+from desktop_relay.relay.bridge import DesktopBridgeFactory
 from desktop_relay.store import SQLiteStore
 from desktop_relay.web.access import DesktopAccess, _peer_host
 from desktop_relay.web.api import UserAPI

@@ -22,7 +22,7 @@ from desktop_relay.auth.throttle import LoginThrottle
 from desktop_relay.auth.websessions import WebSessions, token_hash
 from desktop_relay.lifecycle import DesktopSessions
 from desktop_relay.relay.assets import AssetRelay
-from desktop_relay.relay.websocket import DesktopBridgeFactory
+from desktop_relay.relay.bridge import DesktopBridgeFactory
 from desktop_relay.store import SQLiteStore, WebSession
 from desktop_relay.web.access import DesktopAccess
 from desktop_relay.web.api import UserAPI

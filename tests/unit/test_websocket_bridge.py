@@ -19,11 +19,12 @@ from autobahn.twisted.websocket import (
     WebSocketServerProtocol,
 )
 from autobahn.websocket.types import ConnectionDeny, ConnectionRequest
+from OpenSSL._util import lib as _openssl
 from tls_certs import pem, self_signed
 from twisted.internet import defer, task
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.interfaces import IPushProducer
-from twisted.internet.ssl import PrivateCertificate
+from twisted.internet.ssl import CertificateOptions, PrivateCertificate
 from twisted.logger import LogLevel, globalLogPublisher
 from twisted.web.resource import Resource
 from twisted.web.server import Site
@@ -31,7 +32,7 @@ from zope.interface import implementer
 
 from desktop_relay.backend import Backend
 from desktop_relay.metrics import RelayMetrics
-from desktop_relay.relay.websocket import (
+from desktop_relay.relay.bridge import (
     CLOSE_CONTAINER_GONE,
     CLOSE_GOING_AWAY,
     CLOSE_SESSION_STOPPED,
@@ -39,6 +40,7 @@ from desktop_relay.relay.websocket import (
     BridgeClosed,
     BridgeTarget,
     DesktopBridgeFactory,
+    UpgradeRefused,
 )
 
 BANNER = b"RFB 003.008\n"
@@ -95,9 +97,18 @@ class _Streamer:
         self.left = 0
 
 
+class _Quiet:
+    """Autobahn's logger for the test's own peers: what is logged is the relay's alone."""
+
+    def __getattr__(self, level: str) -> Callable[..., None]:
+        return lambda *args, **kwargs: None
+
+
 class FakeDesktop(WebSocketServerProtocol):
     """Answers like KasmVNC: Basic auth first, echoes the first offered subprotocol, then
     the RFB banner at once; echoes messages; `stream N` streams N messages to the browser."""
+
+    log = _Quiet()
 
     def __init__(self) -> None:
         super().__init__()
@@ -165,6 +176,8 @@ class FakeContainer:
 
 class Browser(WebSocketClientProtocol):
     """Collects what arrives and how the connection ended."""
+
+    log = _Quiet()
 
     def __init__(self) -> None:
         super().__init__()
@@ -255,6 +268,7 @@ def relay_maker(container_cert: PrivateCertificate) -> Callable[..., defer.Defer
         on_input: Callable[[str], None] | None = None,
         listener: Any = None,
         metrics: RelayMetrics | None = None,
+        resumable: bool = False,
     ) -> Relay:
         reactor = _reactor()
         container = FakeContainer(subprotocol=subprotocol)
@@ -263,7 +277,15 @@ def relay_maker(container_cert: PrivateCertificate) -> Callable[..., defer.Defer
         backend_factory.protocol = FakeDesktop
         backend_factory.container = container
         backend_factory.setProtocolOptions(maxFramePayloadSize=0, maxMessagePayloadSize=0)
-        container.port = reactor.listenSSL(0, backend_factory, container_cert.options(), interface="127.0.0.1")
+        # KasmVNC's and websockify's OpenSSL servers offer session resumption; Twisted's default does not.
+        options = (
+            CertificateOptions(
+                privateKey=container_cert.privateKey.original, certificate=container_cert.original,
+                enableSessions=True, enableSessionTickets=True,
+            )
+            if resumable else container_cert.options()
+        )
+        container.port = reactor.listenSSL(0, backend_factory, options, interface="127.0.0.1")
         listeners.append(container.port)
         target = BridgeTarget(container.backend, "s1", "pupil")
         if not listen:
@@ -810,3 +832,96 @@ async def test_failing_bridge_listener_is_logged_and_the_desktop_keeps_working(r
     failures = [e for e in fail_on_logged_errors if "telling that the bridge" in str(e.get("log_format"))]
     assert len(failures) == 2
     fail_on_logged_errors.clear()
+
+
+def _logged_during() -> tuple[list[dict], Callable[[], None]]:
+    events: list[dict] = []
+    globalLogPublisher.addObserver(events.append)
+    return events, lambda: globalLogPublisher.removeObserver(events.append)
+
+
+def _shown(events: list[dict]) -> list[dict]:
+    """What the relay's admin sees: events at info and above, Autobahn's included (the test's
+    browser and container say nothing: see _Quiet; the browser's connect factory is skipped)."""
+    return [
+        e for e in events
+        if e.get("log_level") is not None and e["log_level"] >= LogLevel.info
+        and "OneShotFactory" not in e.get("log_namespace", "")
+    ]
+
+
+@pytest_twisted.ensureDeferred
+async def test_upgrade_refused_by_the_resolver_is_logged_once_with_session_user_status_and_reason(relay_maker):
+    def refuse(request: ConnectionRequest) -> defer.Deferred[BridgeTarget]:
+        return defer.fail(UpgradeRefused(403, "Desktop not allowed", session="s1", user="pupil", why="not allowed"))
+
+    relay = await relay_maker(refuse)
+    events, stop = _logged_during()
+    try:
+        browser = await relay.browser(expect_open=False)
+        await browser.closed
+        await _sleep(0.05)
+    finally:
+        stop()
+    assert browser.status == 403
+    [line] = _shown(events)
+    assert (line["session"], line["user"], line["status"], line["reason"]) == ("s1", "pupil", 403, "not allowed")
+    assert line["log_level"] == LogLevel.info
+
+
+@pytest_twisted.ensureDeferred
+async def test_upgrade_refused_by_the_container_is_logged_once_as_a_warning(relay_maker):
+    relay = await relay_maker()
+    relay.factory._resolve = lambda request: BridgeTarget(
+        Backend("127.0.0.1", relay.container.port.getHost().port, "wrong"), "s1", "pupil"
+    )
+    events, stop = _logged_during()
+    try:
+        browser = await relay.browser(expect_open=False)
+        await browser.closed
+        await _sleep(0.05)
+    finally:
+        stop()
+    assert browser.status == 502
+    [line] = _shown(events)
+    assert (line["session"], line["user"], line["status"]) == ("s1", "pupil", 502)
+    assert "401" in line["reason"] and line["log_level"] == LogLevel.warn
+
+
+def _resumed(bridge: Any) -> bool:
+    return bool(_openssl.SSL_session_reused(bridge._container.transport.getHandle()._ssl))
+
+
+@pytest_twisted.ensureDeferred
+async def test_next_bridge_to_a_container_resumes_its_tls_session(relay_maker):
+    relay = await relay_maker(resumable=True)
+    first = await relay.browser()
+    [bridge] = relay.factory.bridges_for_session("s1")
+    second = await relay.browser()
+    [newer] = relay.factory.bridges_for_session("s1") - {bridge}
+    assert (_resumed(bridge), _resumed(newer)) == (False, True)
+    # The container still checked the password of the resumed connection, and both work.
+    assert len(relay.container.opened) == 2
+    for browser in (first, second):
+        assert await browser.messages.get() == (BANNER, True)
+        browser.sendMessage(b"hello", isBinary=True)
+        assert await browser.messages.get() == (b"hello", True)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_container_that_offers_no_resumption_gets_full_handshakes(relay_maker):
+    relay = await relay_maker()
+    await relay.browser()
+    await relay.browser()
+    assert [_resumed(b) for b in relay.factory.bridges_for_session("s1")] == [False, False]
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_tls_session_is_never_offered_to_another_container_address(relay_maker):
+    relay = await relay_maker(resumable=True)
+    await relay.browser()
+    other = await relay_maker(resumable=True)
+    other.factory.container_tls = relay.factory.container_tls
+    await other.browser()
+    [bridge] = other.factory.bridges_for_session("s1")
+    assert not _resumed(bridge)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Generator
 from typing import Any
 
-from autobahn.websocket.types import ConnectionDeny, ConnectionRequest
+from autobahn.websocket.types import ConnectionRequest
 from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
@@ -17,7 +17,7 @@ from twisted.logger import Logger
 from ..backend import Backend
 from ..i18n import N_
 from ..lifecycle import DesktopSessions
-from ..relay.websocket import BridgeClosed, BridgeTarget
+from ..relay.bridge import BridgeClosed, BridgeTarget, UpgradeRefused
 from ..store import QUEUED, READY, STARTING, SQLiteStore, WebSession
 from .guard import RequestGuard
 from .responses import Problem
@@ -59,6 +59,7 @@ class DesktopAccess:
     def resolve_upgrade(self, request: ConnectionRequest) -> Generator[Deferred[Any], Any, BridgeTarget]:
         """The WebSocket bridge's resolver: check cookie, Origin and session of an upgrade."""
         session_id = _session_id_from_path(request.path)
+        web: WebSession | None = None
         try:
             if not self._guard.origin_allowed(request.origin):
                 raise Problem(403, "origin-refused", N_("Origin refused"),
@@ -71,11 +72,10 @@ class DesktopAccess:
                 raise Problem(404, "no-such-session", N_("No such desktop session"))
             backend = yield self.backend_for(web, session_id)
         except Problem as problem:
-            self._log.info(
-                "refused desktop upgrade for {path} from {peer}: {status} {reason}",
-                path=request.path, peer=request.peer, status=problem.status, reason=problem.detail or problem.title,
-            )
-            raise ConnectionDeny(problem.status, problem.detail or problem.title) from None
+            # The bridge logs the refusal, once, with these fields.
+            why = problem.detail or problem.title
+            raise UpgradeRefused(problem.status, why, session=session_id,
+                                 user=web.user_id if web is not None else None, why=why) from None
         address = self._guard.address_behind(_peer_host(request.peer), request.headers.get("x-forwarded-for"))
         return BridgeTarget(backend=backend, session_id=session_id, user_id=web.user_id, address=address)
 

@@ -6,7 +6,7 @@ OpenID Connect code flow (/login → provider → /login/callback), or headers s
 proxy. Whatever the method, it ends in a web session carrying the user's groups and role.
 
 /desktop/ID/ is the relay's own session page (a bar over the web client in a frame);
-/desktop/ID/websockify goes to the Autobahn bridge (relay/websocket.py); everything else under
+/desktop/ID/websockify goes to the Autobahn bridge (relay/bridge/); everything else under
 /desktop/ID/, the client's own address /desktop/ID/?path=... included, to the asset relay
 (relay/assets.py); all only after DesktopAccess said yes.
 """
@@ -39,7 +39,7 @@ from ..lifecycle import DesktopSessions
 from ..lifecycle.reasons import SIGNED_OUT
 from ..metrics import RelayMetrics
 from ..relay.assets import AssetRelay
-from ..relay.websocket import CLOSE_SIGNED_OUT, DesktopBridgeFactory
+from ..relay.bridge import CLOSE_SIGNED_OUT, DesktopBridgeFactory
 from ..store import SeenUser, SQLiteStore, WebSession
 from .access import DesktopAccess
 from .admin import AdminAPI

@@ -48,7 +48,7 @@ class BridgeCounters(Protocol):
 
 
 class Bridges(Protocol):
-    """The open WebSocket bridges (relay/websocket.py's DesktopBridgeFactory)."""
+    """The open WebSocket bridges (relay/bridge/'s DesktopBridgeFactory)."""
 
     def bridges_for_session(self, session_id: str) -> Collection[BridgeCounters]: ...
 

@@ -13,7 +13,7 @@ from twisted.web.iweb import IRequest
 
 from ...i18n import N_
 from ...lifecycle import DesktopSessions
-from ...relay.websocket import CLOSE_SIGNED_OUT
+from ...relay.bridge import CLOSE_SIGNED_OUT
 from ...store import SeenUser, SQLiteStore
 from ..responses import Problem, json_response
 from . import add_problem_handlers
