@@ -145,7 +145,7 @@ def run_relay(backend_ports: list[int]) -> None:
 
     from desktop_relay.backend import Backend
     from desktop_relay.fdlimit import raise_soft_limit
-    from desktop_relay.relay.websocket import BridgeTarget, DesktopBridgeFactory
+    from desktop_relay.relay.bridge import BridgeTarget, DesktopBridgeFactory
 
     raise_soft_limit()  # as the relay does at start
     targets = {

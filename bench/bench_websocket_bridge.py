@@ -1,4 +1,4 @@
-"""Benchmark of the WebSocket bridge (desktop_relay.relay.websocket) against a direct connection,
+"""Benchmark of the WebSocket bridge (desktop_relay.relay.bridge) against a direct connection,
 against nginx with 64 KiB buffers (bench/nginx_peer.py) and against a naive Autobahn bridge, all
 measured with the same load in the same run.
 

@@ -31,7 +31,7 @@ from twisted.web.server import Site  # noqa: E402
 
 from desktop_relay.backend import Backend  # noqa: E402
 from desktop_relay.relay.bridge import BridgeTarget, DesktopBridgeFactory  # noqa: E402
-from desktop_relay.relay.bridge._descriptors import FD_RESERVE  # noqa: E402
+from desktop_relay.fdlimit import RESERVE  # noqa: E402
 
 #: Bridges the lowered limit leaves room for (each takes 4 descriptors here: both ends of both sockets).
 ROOM = 3
@@ -100,7 +100,7 @@ async def main(reactor: Any) -> None:
     globalLogPublisher.addObserver(observe)
     in_use = len(os.listdir("/proc/self/fd"))
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (in_use + FD_RESERVE + 4 * ROOM, hard))
+    resource.setrlimit(resource.RLIMIT_NOFILE, (in_use + RESERVE + 4 * ROOM, hard))
 
     browsers: list[Browser] = []
     refused: str | None = None

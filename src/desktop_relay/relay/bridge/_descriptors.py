@@ -1,21 +1,21 @@
 """How many file descriptors the relay may still open: a bridge takes two (the browser's socket,
 already open when its upgrade arrives, and the container's), and a new one is refused while
 fewer than a reserve would be left for everything else the relay opens (the store, files and
-probes relayed to containers, the engine's API, logs)."""
+probes relayed to containers, the engine's API, logs): fdlimit.RESERVE, the same reserve the
+start-up line counts with."""
 
 from __future__ import annotations
 
 import os
 import resource
 
-#: Descriptors kept free for the relay's other work when bridges are refused.
-FD_RESERVE = 64
+from ...fdlimit import RESERVE
 
 # Linux lists a process's open descriptors here; /dev/fd elsewhere (macOS, the BSDs).
 _FD_DIR = "/proc/self/fd" if os.path.isdir("/proc/self/fd") else "/dev/fd"
 
 
-def descriptors_short(reserve: int = FD_RESERVE) -> str | None:
+def descriptors_short(reserve: int = RESERVE) -> str | None:
     """Why a new bridge must not open its container connection now, or None if it may."""
     soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft == resource.RLIM_INFINITY:
