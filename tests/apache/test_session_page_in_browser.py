@@ -11,14 +11,11 @@ canvas; waits are Playwright's, on what the page shows.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 
-import loopback_forward
 import pytest
 from apache_harness import ARTIFACTS
-from desktop_browser import BACKGROUND, BLUE, CHROMIUM, CHROMIUM_ARGS, GREEN, RED, SCREEN, WHITE, DesktopPage
-from loopback_forward import IsolatedChromium
+from desktop_browser import BACKGROUND, BLUE, GREEN, RED, SCREEN, WHITE, DesktopPage
 from relay_harness import LABEL_INSTANCE, RelayProcess
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
@@ -27,33 +24,6 @@ pytestmark = [pytest.mark.docker, pytest.mark.slow]
 # (long enough for a first, uncached client load on a busy machine to connect before the stop).
 IDLE_TIMEOUT = 12
 IDLE_WARNING = 8
-
-
-@pytest.fixture
-def tab(playwright, tmp_path: Path) -> Iterator[Callable[..., DesktopPage]]:
-    """tab(relay, user) opens a new browser context signed in as user on relay's dashboard, in a
-    Chromium of that relay's own, in a network namespace of its own when it can be (see
-    loopback_forward.py: container starts then cannot abort its requests)."""
-    browsers: dict[int, object] = {}
-    forwarders: list[IsolatedChromium] = []
-
-    def open_tab(relay: RelayProcess, user: str = "alice") -> DesktopPage:
-        if relay.port not in browsers:
-            executable = CHROMIUM
-            if loopback_forward.available():
-                forwarders.append(IsolatedChromium(CHROMIUM, tmp_path, relay.port))
-                executable = str(forwarders[-1].executable)
-            browsers[relay.port] = playwright.chromium.launch(
-                executable_path=executable, headless=True, args=CHROMIUM_ARGS)
-        page = DesktopPage(browsers[relay.port].new_context(viewport=SCREEN).new_page(), relay.url)
-        page.sign_in(user)
-        return page
-
-    yield open_tab
-    for browser in browsers.values():
-        browser.close()
-    for forwarder in forwarders:
-        forwarder.stop()
 
 
 def running_containers(docker_client, relay: RelayProcess) -> list:
