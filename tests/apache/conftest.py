@@ -100,15 +100,20 @@ def chromium(playwright) -> Iterator[object]:
     browser.close()
 
 
+# What the browser asks for (Accept-Language), per language of the relay's catalogs.
+LOCALES = {"en": "en-US", "de": "de-DE"}
+
+
 @pytest.fixture
 def tab(playwright, tmp_path: Path) -> Iterator[Callable[..., DesktopPage]]:
-    """tab(relay, user) opens a new browser context signed in as user on relay's dashboard, in a
+    """tab(relay, user, lang) opens a new browser context asking for lang (en, de), signed in as
+    user on relay's dashboard, in a
     Chromium of that relay's own, in a network namespace of its own when it can be (see
     loopback_forward.py: container starts then cannot abort its requests)."""
     browsers: dict[int, object] = {}
     forwarders: list[IsolatedChromium] = []
 
-    def open_tab(relay: RelayProcess, user: str = "alice") -> DesktopPage:
+    def open_tab(relay: RelayProcess, user: str = "alice", lang: str = "en") -> DesktopPage:
         if relay.port not in browsers:
             executable = CHROMIUM
             if loopback_forward.available():
@@ -116,7 +121,8 @@ def tab(playwright, tmp_path: Path) -> Iterator[Callable[..., DesktopPage]]:
                 executable = str(forwarders[-1].executable)
             browsers[relay.port] = playwright.chromium.launch(
                 executable_path=executable, headless=True, args=CHROMIUM_ARGS)
-        page = DesktopPage(browsers[relay.port].new_context(viewport=SCREEN).new_page(), relay.url)
+        context = browsers[relay.port].new_context(viewport=SCREEN, locale=LOCALES[lang])
+        page = DesktopPage(context.new_page(), relay.url, lang)
         page.sign_in(user)
         return page
 

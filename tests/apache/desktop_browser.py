@@ -16,6 +16,8 @@ from apache_harness import ARTIFACTS
 from png_pixels import Image, decode_png
 from relay_harness import PASSWORD
 
+from desktop_relay.i18n import language
+
 try:
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
 except ImportError:  # the chromium fixture skips (or fails, in CI) with the reason
@@ -41,9 +43,11 @@ XTERM_BOX = (SCREEN["width"] * 30 // 100, SCREEN["height"] * 45 // 100,
 class DesktopPage:
     """One signed-in browser tab and what it can tell about the desktop it shows."""
 
-    def __init__(self, page, url: str) -> None:
+    def __init__(self, page, url: str, lang: str = "en") -> None:
         self.page = page
         self.url = url
+        # The relay's catalog for the language this tab's browser asks for: expected words.
+        self.words = language(lang)
         self.sockets: list[dict] = []
         self.console: list[str] = []
         page.on("websocket", self._opened)
@@ -62,7 +66,7 @@ class DesktopPage:
         self.page.fill("input[name=username]", user)
         self.page.fill("input[name=password]", PASSWORD)
         self.page.click("button[type=submit]")
-        self.page.wait_for_selector(f"text=Signed in as {user.title()}")
+        self.page.get_by_text(self.words.gettext("Signed in as {name}", name=user.title())).wait_for()
 
     @property
     def session_id(self) -> str:

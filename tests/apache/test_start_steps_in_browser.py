@@ -56,15 +56,17 @@ def press_tab_until(page, selector: str, presses: int = 20) -> None:
                          + page.evaluate("() => document.activeElement && document.activeElement.outerHTML"))
 
 
+@pytest.mark.parametrize("lang", ["en", "de"])
 def test_a_queued_start_lists_its_steps_with_their_times_and_announces_each_once(
-    relay_factory: Callable[..., RelayProcess], tab
+    relay_factory: Callable[..., RelayProcess], tab, lang: str
 ) -> None:
     relay = relay_factory(sections={"sessions": {"max_total": "1"}})
     alice = relay.client()
     alice.login("alice")
     alices = alice.start_desktop()
 
-    bob = tab(relay, "bob")
+    bob = tab(relay, "bob", lang)
+    words = bob.words
     announced, steps = recording(bob)
     bob.start_desktop("demo")
 
@@ -72,7 +74,8 @@ def test_a_queued_start_lists_its_steps_with_their_times_and_announces_each_once
     current = bob.page.locator("#steps li.current")
     current.wait_for()
     assert current.get_attribute("data-step") == "queued"
-    assert "Waiting for a free desktop (number 1 in line)" in current.text_content()
+    assert words.ngettext("{step} (number {count} in line)", "{step} (number {count} in line)", 1,
+                          step=words.gettext("Waiting for a free desktop")) in current.text_content()
     assert [item.get_attribute("data-step") for item in bob.page.locator("#steps li.todo").all()] == [
         "creating", "waiting", "connecting"]
     first = current.locator(".step-time").text_content()
@@ -83,8 +86,10 @@ def test_a_queued_start_lists_its_steps_with_their_times_and_announces_each_once
     assert alice.api("DELETE", f"/sessions/{alices['id']}").status_code == 200
     bob.wait_connected(timeout=60)
     bob.page.wait_for_function("() => document.getElementById('notice').hidden")
-    assert "Demo desktop is ready." in announced, announced
-    assert "Connecting…" in announced and announced.index("Connecting…") < announced.index("Demo desktop is ready.")
+    ready = words.gettext("{desktop} is ready.", desktop="Demo desktop")
+    connecting = words.gettext("{step}…", step=words.gettext("Connecting"))
+    assert ready in announced, announced
+    assert connecting in announced and announced.index(connecting) < announced.index(ready)
     # Each change once: the clock's ticks are not announced.
     spoken = [words for words in announced if words]
     assert len(spoken) == len(set(spoken)), announced
@@ -94,27 +99,30 @@ def test_a_queued_start_lists_its_steps_with_their_times_and_announces_each_once
     assert any(row[1] == "current" and row[0] != "queued" for row in done_queued[0]), done_queued[0]
 
 
+@pytest.mark.parametrize("lang", ["en", "de"])
 def test_a_desktop_whose_image_is_missing_says_so_in_a_pupils_words(
-    relay_factory: Callable[..., RelayProcess], tab
+    relay_factory: Callable[..., RelayProcess], tab, lang: str
 ) -> None:
     relay = relay_factory(sections={
         "desktop:broken": {"image": "desktop-relay/no-such-image:missing", "title": "Broken desktop", "groups": "*"},
     })
-    pia = tab(relay, "alice")
+    pia = tab(relay, "alice", lang)
+    words = pia.words
     pia.start_desktop("broken")
 
-    pia.page.get_by_role("heading", name="Broken desktop could not start").wait_for()
-    assert pia.page.locator("#notice-text").text_content() == "This desktop is not installed on the server."
-    assert pia.page.locator("#notice-action").text_content() == (
-        "Trying again will not help. Tell your teacher or the school's administrator.")
+    not_installed = words.gettext("This desktop is not installed on the server.")
+    tell = words.gettext("Trying again will not help. Tell your teacher or the school's administrator.")
+    pia.page.get_by_role("heading", name=words.gettext("{desktop} could not start", desktop="Broken desktop")).wait_for()
+    assert pia.page.locator("#notice-text").text_content() == not_installed
+    assert pia.page.locator("#notice-action").text_content() == tell
     assert "no-such-image" in pia.page.locator("#notice-detail").text_content()
-    assert pia.page.get_by_role("button", name="Start again").is_visible()
-    assert_accessible(pia.page, "the session page of a failed start")
+    assert pia.page.get_by_role("button", name=words.gettext("Start again")).is_visible()
+    assert_accessible(pia.page, f"the session page of a failed start ({lang})")
 
-    pia.page.get_by_role("link", name="Back to my desktops").click()
+    pia.page.get_by_role("link", name=words.gettext("Back to my desktops")).click()
     row = pia.page.locator("#sessions li[data-state=failed]")
-    row.get_by_text("This desktop is not installed on the server.").wait_for()
-    assert "Tell your teacher" in row.text_content()
+    row.get_by_text(not_installed).wait_for()
+    assert tell in row.text_content()
 
 
 def test_signing_out_stops_the_desktop_and_the_dashboard_says_why(relay: RelayProcess, tab) -> None:

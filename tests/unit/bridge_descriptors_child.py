@@ -30,8 +30,8 @@ from twisted.web.resource import Resource  # noqa: E402
 from twisted.web.server import Site  # noqa: E402
 
 from desktop_relay.backend import Backend  # noqa: E402
-from desktop_relay.relay.bridge import BridgeTarget, DesktopBridgeFactory  # noqa: E402
 from desktop_relay.fdlimit import RESERVE  # noqa: E402
+from desktop_relay.relay.bridge import BridgeTarget, DesktopBridgeFactory  # noqa: E402
 
 #: Bridges the lowered limit leaves room for (each takes 4 descriptors here: both ends of both sockets).
 ROOM = 3
