@@ -850,12 +850,8 @@ def _shown(events: list[dict]) -> list[dict]:
     ]
 
 
-@pytest_twisted.ensureDeferred
-async def test_upgrade_refused_by_the_resolver_is_logged_once_with_session_user_status_and_reason(relay_maker):
-    def refuse(request: ConnectionRequest) -> defer.Deferred[BridgeTarget]:
-        return defer.fail(UpgradeRefused(403, "Desktop not allowed", session="s1", user="pupil", why="not allowed"))
-
-    relay = await relay_maker(refuse)
+async def _refused_while_logging(relay) -> tuple:
+    """A browser's upgrade that the relay refuses, and every event logged until it closed."""
     events, stop = _logged_during()
     try:
         browser = await relay.browser(expect_open=False)
@@ -863,6 +859,16 @@ async def test_upgrade_refused_by_the_resolver_is_logged_once_with_session_user_
         await _sleep(0.05)
     finally:
         stop()
+    return browser, events
+
+
+@pytest_twisted.ensureDeferred
+async def test_upgrade_refused_by_the_resolver_is_logged_once_with_session_user_status_and_reason(relay_maker):
+    def refuse(request: ConnectionRequest) -> defer.Deferred[BridgeTarget]:
+        return defer.fail(UpgradeRefused(403, "Desktop not allowed", session="s1", user="pupil", why="not allowed"))
+
+    relay = await relay_maker(refuse)
+    browser, events = await _refused_while_logging(relay)
     assert browser.status == 403
     [line] = _shown(events)
     assert (line["session"], line["user"], line["status"], line["reason"]) == ("s1", "pupil", 403, "not allowed")
@@ -875,13 +881,7 @@ async def test_upgrade_refused_by_the_container_is_logged_once_as_a_warning(rela
     relay.factory._resolve = lambda request: BridgeTarget(
         Backend("127.0.0.1", relay.container.port.getHost().port, "wrong"), "s1", "pupil"
     )
-    events, stop = _logged_during()
-    try:
-        browser = await relay.browser(expect_open=False)
-        await browser.closed
-        await _sleep(0.05)
-    finally:
-        stop()
+    browser, events = await _refused_while_logging(relay)
     assert browser.status == 502
     [line] = _shown(events)
     assert (line["session"], line["user"], line["status"]) == ("s1", "pupil", 502)
