@@ -39,6 +39,8 @@ from desktop_relay.engine.interface import (
     ImagePullFailed,
     PullProgress,
 )
+from desktop_relay.homes import Home
+from desktop_relay.homes.interface import IHomeVolumes
 from desktop_relay.web.responses import Problem
 
 # The demo image: the fake engine "has" it, like the real one after scripts/build-desktop-image.
@@ -404,6 +406,23 @@ class FakeProvisioner:
 
 
 _DOWN = "Docker engine unreachable at fake://engine: it is down"
+
+
+@implementer(IHomeVolumes)
+class FakeHomeVolumes:
+    """Home volumes as the fake engine holds them: name -> the Home they were made for. Down
+    whenever `engine` is."""
+
+    def __init__(self, engine: FakeProvisioner) -> None:
+        self.engine = engine
+        self.volumes: dict[str, Home] = {}
+
+    def ensure(self, home: Home) -> Deferred[bool]:
+        if self.engine.engine_down:
+            return fail(ContainerEngineUnavailable(_DOWN))
+        created = home.volume not in self.volumes
+        self.volumes.setdefault(home.volume, home)
+        return succeed(created)
 
 
 @attr.s(frozen=True, auto_attribs=True)

@@ -121,7 +121,12 @@ def test_shipped_file_documents_every_option_with_its_default() -> None:
             assert shipped.get(section, key).strip() == default, f"[{section}] {key}"
     for section in shipped.sections():
         if section.startswith("desktop:"):
-            assert set(shipped.options(section)) == set(config_module._DESKTOP_DEFAULTS)
+            assert set(shipped.options(section)) == set(config_module.DESKTOP_DEFAULTS)
+    # The sections a school adds by name are documented in comments, key by key.
+    text = (ROOT / "etc" / "relay.ini").read_text()
+    for prefix in ("share:", "schedule:"):
+        for key in config_module._NAMED_SECTIONS[prefix]:
+            assert f"\n#   {key} " in text, f"[{prefix}NAME] {key}"
 
 
 def oidc_config(tmp_path: Path, secret_mode: int = 0o600, extra: str = "") -> str:

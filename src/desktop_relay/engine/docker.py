@@ -23,6 +23,7 @@ import requests
 import urllib3
 from docker.constants import DEFAULT_DOCKER_API_VERSION, MINIMUM_DOCKER_API_VERSION
 from docker.errors import APIError, DockerException, ImageNotFound, NotFound
+from docker.types import Mount as DockerMount
 from docker.utils import parse_repository_tag, version_lt
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.interfaces import IReactorFromThreads, IReactorTime
@@ -155,7 +156,7 @@ class DockerProvisioner:
         when it appears (see `leftover_watch`)."""
         # A session started again after a timed-out start takes over its leftovers itself.
         replace_leftover = self._leftovers.forget(spec.session_id)
-        d = self._in_thread(self._start_blocking, spec, replace_leftover)
+        d = self.in_thread(self._start_blocking, spec, replace_leftover)
 
         def started(info: ContainerInfo) -> ContainerInfo:
             self._log.info(
@@ -185,40 +186,40 @@ class DockerProvisioner:
 
     def inspect(self, container_id: str) -> Deferred[ContainerInfo | None]:
         """Current state of the container, or None when it no longer exists."""
-        return self._in_thread(self._inspect_blocking, container_id)
+        return self.in_thread(self._inspect_blocking, container_id)
 
     def logs_tail(self, container_id: str, lines: int) -> Deferred[str]:
         """The last `lines` lines of the container's stdout and stderr ('' when it is gone)."""
-        return self._in_thread(self._logs_blocking, container_id, lines)
+        return self.in_thread(self._logs_blocking, container_id, lines)
 
     def remove(self, container_id: str, timeout: int) -> Deferred[None]:
         """Stop the container (SIGTERM, SIGKILL after `timeout` s) and remove it with its
         anonymous volumes; named volumes such as a home directory are kept."""
-        return self._in_thread(self._remove_blocking, container_id, timeout)
+        return self.in_thread(self._remove_blocking, container_id, timeout)
 
     def list_managed(self, instance: str) -> Deferred[list[ContainerInfo]]:
         """All containers labelled with this relay instance, running or not."""
-        return self._in_thread(self._list_blocking, instance)
+        return self.in_thread(self._list_blocking, instance)
 
     def memory_total(self) -> Deferred[int]:
         """The engine's memory in bytes, as `docker info` reports it."""
-        return self._in_thread(self._info_blocking)
+        return self.in_thread(self._info_blocking)
 
     def image_present(self, image: str) -> Deferred[bool]:
         """Whether the engine has the image, as `docker image inspect` would find it."""
-        return self._in_thread(self._image_present_blocking, image)
+        return self.in_thread(self._image_present_blocking, image)
 
     def pull_image(self, image: str, on_progress: PullProgress) -> IImagePull:
         """Pull the image as `docker pull` does. The pull holds one thread of the pool while it
         runs; progress is read one message at a time, so pausing it holds the engine back."""
         pull = DockerImagePull(on_progress)
-        working = self._in_thread(self._pull_blocking, image, pull)
+        working = self.in_thread(self._pull_blocking, image, pull)
         working.addBoth(pull.finished)
         return pull
 
     def engine_summary(self, instance: str) -> Deferred[EngineSummary]:
         """`docker version` and `docker info` in brief, and this instance's containers."""
-        return self._in_thread(self._summary_blocking, instance)
+        return self.in_thread(self._summary_blocking, instance)
 
     def follow_events(
         self,
@@ -241,7 +242,9 @@ class DockerProvisioner:
 
     # -- plumbing -----------------------------------------------------------------------------
 
-    def _in_thread(self, operation: Callable[..., T], *args: Any) -> Deferred[T]:
+    def in_thread(self, operation: Callable[..., T], *args: Any) -> Deferred[T]:
+        """Run `operation(api, *args)` in the engine's thread pool, with outages translated and
+        logged as for the provisioner's own calls (for the volumes and files beside it)."""
         return deferToThreadPool(self._reactor, self._pool, self._guarded, operation, *args)
 
     def _in_thread_quietly(self, operation: Callable[..., T], *args: Any) -> Deferred[T]:
@@ -392,6 +395,9 @@ class DockerProvisioner:
             nano_cpus=int(desktop.cpus * 1e9) if desktop.cpus else None,
             pids_limit=desktop.pids_limit,
             security_opt=["no-new-privileges"],
+            mounts=[
+                DockerMount(m.target, m.source, type=m.kind, read_only=m.read_only) for m in spec.mounts
+            ],
         )
         name = container_name(spec)
 

@@ -7,6 +7,7 @@ tests/fakes.py; both are held to the same behaviour by tests/provisioner_contrac
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from typing import Literal
 
 import attr
 from twisted.internet.defer import Deferred
@@ -21,6 +22,10 @@ LABEL_INSTANCE = LABEL_PREFIX + "instance"
 LABEL_SESSION = LABEL_PREFIX + "session"
 LABEL_OWNER = LABEL_PREFIX + "owner"
 LABEL_DESKTOP = LABEL_PREFIX + "desktop"
+# "yes" on a container started ahead for the warm pool, with no user's data (docs/pool.md).
+LABEL_POOL = LABEL_PREFIX + "pool"
+# On a home volume: which home it is (the desktop family or desktop it belongs to).
+LABEL_HOME = LABEL_PREFIX + "home"
 
 # KasmVNC's HTTPS + WebSocket port inside every desktop container.
 DESKTOP_PORT = 6901
@@ -49,6 +54,18 @@ class ImagePullFailed(Exception):
 
 
 @attr.s(frozen=True, auto_attribs=True)
+class Mount:
+    """A volume or host directory mounted into a container."""
+
+    # A volume's name (kind "volume") or an absolute host path (kind "bind").
+    source: str
+    # The absolute path inside the container.
+    target: str
+    read_only: bool
+    kind: Literal["volume", "bind"] = "volume"
+
+
+@attr.s(frozen=True, auto_attribs=True)
 class ContainerSpec:
     """Everything needed to start one session's container."""
 
@@ -57,15 +74,22 @@ class ContainerSpec:
     instance: str
     desktop: DesktopType
     vnc_password: str
+    # The user's home and the shares they see; none for a pooled container.
+    mounts: tuple[Mount, ...] = ()
+    # Started ahead for the warm pool: owner is "" until a user claims it (in the store).
+    pooled: bool = False
 
     @property
     def labels(self) -> Mapping[str, str]:
-        return {
+        labels = {
             LABEL_INSTANCE: self.instance,
             LABEL_SESSION: self.session_id,
             LABEL_OWNER: self.owner,
             LABEL_DESKTOP: self.desktop.name,
         }
+        if self.pooled:
+            labels[LABEL_POOL] = "yes"
+        return labels
 
 
 @attr.s(frozen=True, auto_attribs=True)
