@@ -162,6 +162,7 @@ class RelayService(MultiService):
             metrics=self.metrics,
         )
         self.access = DesktopAccess(self.store, self.sessions, guard)
+        self.access.remember_grants(self.bridges, reactor)
         # relay.ini again on SIGHUP or POST /api/admin/reload: desktops and session limits.
         self.reloader = ConfigReloader(config, self.sessions, self.store, reactor)
         self._sighup = SighupReload(self.reloader, reactor)

@@ -118,6 +118,29 @@ def test_stopping_closes_the_stream_removes_the_container_and_refuses_later_requ
     assert alice.start_desktop()["id"] != sid
 
 
+def test_signing_out_closes_the_stream_and_refuses_the_same_cookie_at_once(relay: RelayProcess) -> None:
+    # The relay remembers granted upgrades (web/grants.py): a reconnect must still be refused
+    # the moment the browser signed out, with the cookie it held before.
+    alice = relay.client()
+    alice.login("alice")
+    sid = alice.start_desktop()["id"]
+    cookies = dict(alice.http.cookies.items())
+    for _ in range(2):  # the second upgrade is answered from the remembered grant
+        with alice.websocket(sid) as ws:
+            vnc_handshake(ws)
+    with alice.websocket(sid) as ws:
+        vnc_handshake(ws)
+        assert alice.post_form("/logout", {}).status_code in (200, 303)
+        with pytest.raises(ConnectionClosed) as closed:
+            while True:
+                ws.recv(timeout=10)
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 4001
+    # The browser forgot the cookie at sign-out; someone who kept a copy gets nowhere with it.
+    kept = relay.client()
+    kept.http.cookies.update(cookies)
+    assert websocket_refusal(kept, sid) == 401
+
+
 def test_second_start_returns_the_running_session(relay: RelayProcess, docker_client: docker.DockerClient) -> None:
     alice = relay.client()
     alice.login("alice")

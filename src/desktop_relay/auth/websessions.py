@@ -79,13 +79,17 @@ class WebSessions:
         if session is None:
             return None
         now = self._clock.seconds()
-        if now - session.last_seen > self._idle or now - session.created > self._lifetime:
+        if not self.valid(session, now):
             yield self._store.delete_web_session(hashed)
             return None
         # Writing last_seen on every request would be a write per asset; a minute is precise enough.
         if now - session.last_seen > 60:
             yield self._store.touch_web_session(hashed, now)
         return session
+
+    def valid(self, session: WebSession, now: float) -> bool:
+        """Whether a session is still within its idle and absolute expiry at `now`."""
+        return now - session.last_seen <= self._idle and now - session.created <= self._lifetime
 
     @inlineCallbacks
     def end(self, request: Request) -> Generator[Deferred[Any], Any, WebSession | None]:

@@ -14,13 +14,18 @@ from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
+from ..auth.websessions import token_hash
 from ..backend import Backend
 from ..i18n import N_
 from ..lifecycle import DesktopSessions
-from ..relay.bridge import BridgeClosed, BridgeTarget, UpgradeRefused
+from ..relay.bridge import BridgeClosed, BridgeTarget, DesktopBridgeFactory, UpgradeRefused
 from ..store import QUEUED, READY, STARTING, SQLiteStore, WebSession
+from .grants import Grant, UpgradeGrants
 from .guard import RequestGuard
 from .responses import Problem
+
+# How long a granted upgrade is remembered at most; a stop or sign-out forgets it at once.
+GRANT_TTL = 60.0
 
 
 class DesktopAccess:
@@ -32,6 +37,14 @@ class DesktopAccess:
         self._store = store
         self._sessions = sessions
         self._guard = guard
+        self.grants: UpgradeGrants | None = None
+
+    def remember_grants(self, bridges: DesktopBridgeFactory, clock: IReactorTime, ttl: float = GRANT_TTL) -> None:
+        """Remember granted upgrades for `ttl` seconds, forgotten at once when `bridges` closes
+        their session's or user's connections; the two go together, so a grant can never outlive
+        a stop or a sign-out that the bridges were told of."""
+        self.grants = UpgradeGrants(clock, ttl, self._guard.sessions.valid)
+        bridges.tell_revocations(self.grants)
 
     @inlineCallbacks
     def backend_for(self, web: WebSession, session_id: str) -> Generator[Deferred[Any], Any, Backend]:
@@ -65,19 +78,33 @@ class DesktopAccess:
                 raise Problem(403, "origin-refused", N_("Origin refused"),
                               N_("WebSocket from origin {origin} refused."), values={"origin": repr(request.origin)})
             token = _cookie(request.headers.get("cookie", ""), self._guard.sessions.cookie_name.decode())
-            web = (yield self._guard.sessions.lookup(token)) if token else None
-            if web is None:
-                raise Problem(401, "not-signed-in", N_("Not signed in"), N_("Sign in first."))
-            if session_id is None:
-                raise Problem(404, "no-such-session", N_("No such desktop session"))
-            backend = yield self.backend_for(web, session_id)
+            grant = self._grant_for(token, session_id)
+            if grant is not None:
+                web, backend = grant.web, grant.backend
+            else:
+                epoch = self.grants.epoch if self.grants is not None else 0
+                web = (yield self._guard.sessions.lookup(token)) if token else None
+                if web is None:
+                    raise Problem(401, "not-signed-in", N_("Not signed in"), N_("Sign in first."))
+                if session_id is None:
+                    raise Problem(404, "no-such-session", N_("No such desktop session"))
+                backend = yield self.backend_for(web, session_id)
+                if self.grants is not None:
+                    self.grants.grant(web, session_id, backend, self._sessions.desktops, epoch)
         except Problem as problem:
             # The bridge logs the refusal, once, with these fields.
             why = problem.detail or problem.title
             raise UpgradeRefused(problem.status, why, session=session_id,
                                  user=web.user_id if web is not None else None, why=why) from None
         address = self._guard.address_behind(_peer_host(request.peer), request.headers.get("x-forwarded-for"))
+        assert session_id is not None  # there is no grant and no backend without one
         return BridgeTarget(backend=backend, session_id=session_id, user_id=web.user_id, address=address)
+
+    def _grant_for(self, token: str | None, session_id: str | None) -> Grant | None:
+        """The grant remembered for this cookie and session, if any (only with both)."""
+        if self.grants is None or not token or not session_id:
+            return None
+        return self.grants.get(token_hash(token), session_id, self._sessions.desktops)
 
 
 class BridgeAudit:

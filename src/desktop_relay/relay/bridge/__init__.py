@@ -25,6 +25,7 @@ from ._types import (
     BridgeTarget,
     InputListener,
     Resolver,
+    Revocations,
     UpgradeRefused,
 )
 
@@ -40,5 +41,6 @@ __all__ = [
     "DesktopBridgeProtocol",
     "InputListener",
     "Resolver",
+    "Revocations",
     "UpgradeRefused",
 ]

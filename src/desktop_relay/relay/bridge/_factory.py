@@ -29,6 +29,7 @@ from ._types import (
     BridgeTarget,
     InputListener,
     Resolver,
+    Revocations,
     _ignore_input,
     _NoListener,
 )
@@ -78,6 +79,7 @@ class DesktopBridgeFactory(WebSocketServerFactory):
         self.listener = listener
         self._metrics = metrics or RelayMetrics()
         self._bridges: dict[str, set[DesktopBridgeProtocol]] = {}
+        self._revocations: list[Revocations] = []
         self._public_origin = _origin_of(url)
         self.setProtocolOptions(
             # The resolver checks Origin against the configured public URL; Autobahn's own
@@ -196,8 +198,14 @@ class DesktopBridgeFactory(WebSocketServerFactory):
             to_container += c
         self._metrics.bytes_relayed(to_browser, to_container)
 
+    def tell_revocations(self, revocations: Revocations) -> None:
+        """Have `revocations` told of every close_session and close_user, before the bridges close."""
+        self._revocations.append(revocations)
+
     def close_session(self, session_id: str, code: int = CLOSE_SESSION_STOPPED, reason: str = "session stopped") -> int:
         """Close every bridge of a session; returns how many were told to close."""
+        for revocations in self._revocations:
+            revocations.session_revoked(session_id)
         bridges = self.bridges_for_session(session_id)
         for bridge in bridges:
             bridge.close_bridge(code, reason)
@@ -205,6 +213,8 @@ class DesktopBridgeFactory(WebSocketServerFactory):
 
     def close_user(self, user_id: str, code: int = CLOSE_SIGNED_OUT, reason: str = "signed out") -> int:
         """Close every bridge of a user (sign-out, account disabled); returns how many."""
+        for revocations in self._revocations:
+            revocations.user_revoked(user_id)
         bridges = [b for b in self._all() if b.target is not None and b.target.user_id == user_id]
         for bridge in bridges:
             bridge.close_bridge(code, reason)

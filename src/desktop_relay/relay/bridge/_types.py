@@ -65,6 +65,15 @@ class BridgeListener(typing.Protocol):
     def bridge_closed(self, target: BridgeTarget, closed: BridgeClosed) -> None: ...
 
 
+class Revocations(typing.Protocol):
+    """Told on the reactor when access ends: a session's bridges are closed because it stopped,
+    or a user's because they signed out. Whatever remembers granted access forgets it here."""
+
+    def session_revoked(self, session_id: str) -> None: ...
+
+    def user_revoked(self, user_id: str) -> None: ...
+
+
 class _NoListener:
     def bridge_opened(self, target: BridgeTarget) -> None:
         pass
