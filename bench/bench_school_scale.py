@@ -33,6 +33,7 @@ from typing import Any
 
 from loopback import make_cert, proc_cpu_seconds, proc_pss_bytes, raise_fd_limit
 from nginx_peer import NginxPeer
+from viewer import FBUR, echo_payload, open_viewer, rfb_handshake, round_trip, viewer_class
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "src"))
@@ -45,13 +46,7 @@ PER_PROCESS = 250
 #: A desktop's classes: share of the connections, bytes per second, framebuffer updates per
 #: second (a quiet desktop's clock and cursor, an active one's typing and windows, a video).
 CLASSES = {"quiet": (0.80, 20_000, 4), "busy": (0.15, 300_000, 15), "video": (0.05, 2_000_000, 24)}
-FBUR = bytes.fromhex("030100000000050002d0")
-RFB_HANDSHAKE = (b"RFB 003.008\n", b"\x01", b"\x01")
 
-
-def echo_payload(n: int) -> bytes:
-    """16 bytes of RFB: an update request and a pointer event at a new position (input)."""
-    return FBUR + b"\x05\x00" + (n % 1280).to_bytes(2, "big") + (n % 720).to_bytes(2, "big")
 
 
 def authorization() -> str:
@@ -184,45 +179,21 @@ def run_relay(backend_ports: list[int]) -> None:
 def client_kit(mode: str, port: int, backend_ports: list[int]) -> Any:
     """``connect(backend_index)`` for this mode: wss with Basic auth straight to the backend,
     or ws to /desktop/b<i>/websockify on the relay or nginx (which add the auth)."""
-    from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
-    from twisted.internet import defer, reactor
-    from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol, wrapClientTLS
+    from autobahn.twisted.websocket import WebSocketClientFactory
+    from twisted.internet import reactor
+    from twisted.internet.endpoints import TCP4ClientEndpoint, wrapClientTLS
 
     from desktop_relay.backend import container_tls_options
 
     tls = container_tls_options()
 
-    class Viewer(WebSocketClientProtocol):
+    class Viewer(viewer_class()):  # type: ignore[misc]
         def __init__(self) -> None:
             super().__init__()
-            self.opened: defer.Deferred = defer.Deferred()
-            self.closed: defer.Deferred = defer.Deferred()
-            self.banner: defer.Deferred = defer.Deferred()
-            self.reply: defer.Deferred | None = None
             self.received = 0
-            self.closing = False
-            self.unexpected_close = False
 
-        def onOpen(self) -> None:
-            self.opened.callback(self)
-
-        def onMessage(self, payload: bytes, isBinary: bool) -> None:
-            if not self.banner.called:
-                self.banner.callback(None)
-            elif self.reply is not None:
-                reply, self.reply = self.reply, None
-                reply.callback(time.perf_counter())
-            else:
-                self.received += len(payload)
-
-        def onClose(self, wasClean: bool, code: Any, reason: Any) -> None:
-            if not self.opened.called:
-                self.opened.errback(RuntimeError(f"refused: {code} {reason}"))
-            elif not self.closing:
-                self.unexpected_close = True
-            if self.reply is not None:
-                self.reply.errback(RuntimeError("closed"))
-            self.closed.callback(code)
+        def on_stream(self, payload: bytes) -> None:
+            self.received += len(payload)
 
     def factory_for(index: int) -> WebSocketClientFactory:
         if mode == "direct":
@@ -238,26 +209,14 @@ def client_kit(mode: str, port: int, backend_ports: list[int]) -> Any:
     factories = [factory_for(i) for i in range(len(backend_ports))]
 
     async def connect(index: int) -> Viewer:
-        proto = Viewer()
-        proto.factory = factories[index]
         if mode == "direct":
             endpoint = wrapClientTLS(tls, TCP4ClientEndpoint(reactor, "127.0.0.1", backend_ports[index], timeout=60))
         else:
             endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", port, timeout=60)
-        await connectProtocol(endpoint, proto)
-        await proto.opened
-        await proto.banner
-        return proto
+        return await open_viewer(Viewer(), factories[index], endpoint)
 
     return connect
 
-
-async def round_trip(proto: Any, payload: bytes) -> float:
-    from twisted.internet import defer
-
-    proto.reply = defer.Deferred()
-    proto.sendMessage(payload, isBinary=True)
-    return await proto.reply
 
 
 async def read_command() -> str:
@@ -341,8 +300,7 @@ def run_echo(mode: str, port: int, backend_ports: list[int], connections: int, i
     async def main(reactor: Any) -> None:
         conns = [await connect(i % len(backend_ports)) for i in range(connections)]
         for conn in conns:
-            for message in RFB_HANDSHAKE:
-                await round_trip(conn, message)
+            await rfb_handshake(conn)
         say("ready")
         await read_command()
         rtts: list[float] = []

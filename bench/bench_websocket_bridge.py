@@ -31,6 +31,7 @@ from typing import Any
 
 from loopback import collect_on_sigusr1, make_cert, proc_cpu_seconds, proc_rss_bytes, raise_fd_limit
 from nginx_peer import NginxPeer
+from viewer import FBUR, echo_payload, open_viewer, rfb_handshake, round_trip, viewer_class
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "src"))
@@ -45,18 +46,11 @@ BRIDGES = ("naive", "nginx", "ours")
 PYTHON_BRIDGES = ("naive", "ours")
 MODES = ("direct", *BRIDGES)
 
-# What a VNC web client sends (RFB, client to server), so that our bridge's input classifier
-# works on the measured path: the handshake (version, security type None, ClientInit), an
-# incremental FramebufferUpdateRequest for 1280x720, and a KeyEvent.
-RFB_HANDSHAKE = (b"RFB 003.008\n", b"\x01", b"\x01")
-FBUR = bytes.fromhex("030100000000050002d0")
+# What a VNC web client sends besides viewer.py's handshake and update requests, so that our
+# bridge's input classifier works on the measured path: a KeyEvent.
 KEY_EVENT = bytes.fromhex("0401000000000061")
 CLIENT_MESSAGES = 50_000
 
-
-def echo_payload(n: int) -> bytes:
-    """16 bytes of RFB: an update request and a pointer event at a new position (input)."""
-    return FBUR + b"\x05\x00" + (n % 1280).to_bytes(2, "big") + (n % 720).to_bytes(2, "big")
 
 
 # -- the container-like backend -------------------------------------------------------------
@@ -270,51 +264,26 @@ def client_kit(ports: dict[str, int]) -> tuple[type, Any]:
     with ``ws://`` (as Apache would), the backend directly with ``wss://`` and its
     Authorization header.
     """
-    from autobahn.twisted.websocket import (
-        WebSocketClientFactory,
-        WebSocketClientProtocol,
-    )
+    from autobahn.twisted.websocket import WebSocketClientFactory
     from twisted.internet import defer, reactor
-    from twisted.internet.endpoints import (
-        TCP4ClientEndpoint,
-        connectProtocol,
-        wrapClientTLS,
-    )
+    from twisted.internet.endpoints import TCP4ClientEndpoint, wrapClientTLS
 
     from desktop_relay.backend import Backend, container_tls_options
 
     authorization = Backend("x", 0, PASSWORD).authorization.decode()
     tls = container_tls_options()
 
-    class Load(WebSocketClientProtocol):
+    class Load(viewer_class()):  # type: ignore[misc]
         def __init__(self) -> None:
             super().__init__()
-            self.opened: defer.Deferred = defer.Deferred()
-            self.closed: defer.Deferred = defer.Deferred()
-            self.banner: defer.Deferred = defer.Deferred()
             self.expect = 0
             self.count = 0
             self.done: defer.Deferred | None = None
-            self.reply: defer.Deferred | None = None
 
-        def onOpen(self) -> None:
-            self.opened.callback(self)
-
-        def onMessage(self, payload: bytes, isBinary: bool) -> None:
-            if not self.banner.called:
-                self.banner.callback(None)
-            elif self.reply is not None:
-                reply, self.reply = self.reply, None
-                reply.callback(time.perf_counter())
-            else:
-                self.count += 1
-                if self.count == self.expect and self.done is not None:
-                    self.done.callback(None)
-
-        def onClose(self, wasClean: bool, code: Any, reason: Any) -> None:
-            if not self.opened.called:
-                self.opened.errback(RuntimeError(reason))
-            self.closed.callback(code)
+        def on_stream(self, payload: bytes) -> None:
+            self.count += 1
+            if self.count == self.expect and self.done is not None:
+                self.done.callback(None)
 
     def factory_for(mode: str) -> WebSocketClientFactory:
         if mode == "direct":
@@ -330,33 +299,14 @@ def client_kit(ports: dict[str, int]) -> tuple[type, Any]:
     factories = {mode: factory_for(mode) for mode in ports}
 
     async def connect(mode: str) -> Load:
-        proto = Load()
-        proto.factory = factories[mode]
         endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", ports[mode], timeout=60)
         if mode == "direct":
             endpoint = wrapClientTLS(tls, endpoint)
-        await connectProtocol(endpoint, proto)
-        await proto.opened
-        await proto.banner
-        return proto
+        return await open_viewer(Load(), factories[mode], endpoint)
 
     return Load, connect
 
 
-async def round_trip(proto: Any, payload: bytes) -> float:
-    """Send ``payload`` on a load connection; the time its echo arrived."""
-    from twisted.internet import defer
-
-    proto.reply = defer.Deferred()
-    proto.sendMessage(payload, isBinary=True)
-    return await proto.reply
-
-
-async def rfb_handshake(proto: Any) -> Any:
-    """Send an RFB client's handshake on a load connection, as a web client would."""
-    for message in RFB_HANDSHAKE:
-        await round_trip(proto, message)
-    return proto
 
 
 def run_streams(mode: str, port: int, streams: int) -> None:
