@@ -217,7 +217,7 @@ class Served(World):
         root = Resource()
         root.putChild(b"api", UserAPI(store, self.sessions, guard).app.resource())
         root.putChild(b"admin", AdminAPI(auth, {
-            "users": UsersAdmin(auth, store, self.sessions, bridges=None).app.resource(),  # type: ignore[arg-type]
+            "users": UsersAdmin(auth, store, self.sessions, bridges=None).app.resource(),
         }).app.resource())
         self.port = reactor.listenTCP(0, Site(root), interface="127.0.0.1")
         self.url = f"http://127.0.0.1:{self.port.getHost().port}"
