@@ -5,14 +5,17 @@ measurement, and the user's and the admin's API of homes on a loopback Site."""
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import pytest
 import pytest_twisted
 from fakes import IMAGE, FakeHomeVolumes, FakeProvisioner, desktop
 from treq.client import HTTPClient
 from twisted.internet import defer, task
+from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 from twisted.web.client import Agent, HTTPConnectionPool
 from twisted.web.resource import Resource
 from twisted.web.server import Site
@@ -20,7 +23,7 @@ from twisted.web.server import Site
 from desktop_relay.auth import Identity
 from desktop_relay.auth.websessions import WebSessions, token_hash
 from desktop_relay.config import ShareSettings
-from desktop_relay.engine.interface import Mount
+from desktop_relay.engine.interface import ContainerEngineTimedOut, Mount
 from desktop_relay.homes import home_for
 from desktop_relay.homes.interface import HomeVolume
 from desktop_relay.homes.usage import HomeUsage
@@ -49,6 +52,21 @@ SHARES = {
     "material": ShareSettings(name="material", path=None, volume="teacher-material", groups=frozenset(),
                               users=frozenset({"ben"}), desktops=frozenset({"demo"}), mount="/mnt/material"),
 }
+
+
+@contextmanager
+def capture_logs(lines: list[str], level: LogLevel = LogLevel.warn) -> Iterator[None]:
+    """The log lines of `level` emitted meanwhile, formatted."""
+
+    def observe(event: dict[str, Any]) -> None:
+        if event.get("log_level") == level:
+            lines.append(formatEvent(event))
+
+    globalLogPublisher.addObserver(observe)
+    try:
+        yield
+    finally:
+        globalLogPublisher.removeObserver(observe)
 
 
 class World:
@@ -184,6 +202,23 @@ async def test_the_measurement_stores_usage_adopts_unknown_homes_and_forgets_rem
     assert (anna_home.usage_bytes, anna_home.measured_at) == (1234, 5000)
     assert [h.volume for h in await world.store.homes_of("carla")] == [stray.volume]
     assert await world.store.homes_of("dora") == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_measurement_the_engine_does_not_finish_in_time_keeps_the_last_numbers(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    anna = await world.started(ANNA)
+    world.volumes.sizes[world.mounts_of(anna)[0].source] = 10
+    usage = HomeUsage(world.volumes, world.store, task.Clock(), "test")
+    await usage.measure()
+    monkeypatch.setattr(world.volumes, "usage",
+                        lambda instance: defer.fail(ContainerEngineTimedOut("did not answer within 30 s")))
+    warnings = []
+    with capture_logs(warnings):
+        await usage.measure()
+    assert [h.usage_bytes for h in await world.store.homes_of("anna")] == [10]
+    assert warnings == ["home usage not measured this time: did not answer within 30 s"]
 
 
 @pytest_twisted.ensureDeferred

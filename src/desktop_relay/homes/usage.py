@@ -11,12 +11,14 @@ from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
+from ..engine.interface import ContainerEngineTimedOut
 from ..store import SQLiteStore
 from .interface import IHomeVolumes
 
 
 class HomeUsage:
-    """One measurement of all homes of an instance, run by the lifecycle's background service."""
+    """One measurement of all homes of an instance, run by the lifecycle's background service
+    (its LoopingCall waits for one to finish before it schedules the next)."""
 
     _log = Logger()
 
@@ -25,23 +27,21 @@ class HomeUsage:
         self._store = store
         self._clock = clock
         self._instance = instance
-        self._running = False
 
     @inlineCallbacks
     def measure(self) -> Generator[Deferred[Any], Any, None]:
-        """Size every home volume and record it; skipped while the previous one still runs (a
-        large engine may take longer than the interval)."""
-        if self._running:
-            return
-        self._running = True
+        """Size every home volume and record it."""
+        began = self._clock.seconds()
+        listed = yield self._volumes.list(self._instance)
         try:
-            began = self._clock.seconds()
-            listed = yield self._volumes.list(self._instance)
             usage = yield self._volumes.usage(self._instance)
-            now = self._clock.seconds()
-            adopted, forgotten = yield self._store.record_home_usage(listed, usage, began, now)
-        finally:
-            self._running = False
+        except ContainerEngineTimedOut as e:
+            # Sizing walks every volume on the engine and may outlast [docker] timeout on a full
+            # server: that is a slow measurement, not a lost engine, so the relay carries on.
+            self._log.warn("home usage not measured this time: {problem}", problem=str(e))
+            return
+        now = self._clock.seconds()
+        adopted, forgotten = yield self._store.record_home_usage(listed, usage, began, now)
         self._log.info(
             "home usage: {count} home(s), {total} MiB in all, measured in {elapsed:.1f}s "
             "({adopted} adopted, {forgotten} gone)",
