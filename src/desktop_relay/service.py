@@ -157,6 +157,11 @@ class RelayService(MultiService):
             homes=home_volumes,
             shares=config.shares,
         )
+        self.home_usage = HomeUsage(
+            home_volumes, self.store, reactor, config.instance,
+            # A home past its quota is warned about on its desktop's page from this measurement on.
+            on_measured=lambda: self.sessions.watch.changed(self.sessions.watch.session_ids()),
+        )
         self.lifecycle = LifecycleService(
             self.sessions, self.store, reactor,
             check_interval=config.lifecycle_check_interval,
@@ -165,8 +170,7 @@ class RelayService(MultiService):
             memory_budget_auto=config.memory_budget_auto,
             audit_keep=config.audit_keep,
             metrics=self.metrics,
-            measurements=[(HomeUsage(home_volumes, self.store, reactor, config.instance).measure,
-                           config.homes.usage_interval)],
+            measurements=[(self.home_usage.measure, config.homes.usage_interval)],
         )
         self.access = DesktopAccess(self.store, self.sessions, guard)
         # relay.ini again on SIGHUP or POST /api/admin/reload: desktops and session limits.

@@ -197,7 +197,9 @@ async def test_the_measurement_stores_usage_adopts_unknown_homes_and_forgets_rem
     gone = home_for("test", DESKTOPS["demo"], "dora")
     assert gone is not None
     await world.store.home_used(gone, 10.0)
-    await HomeUsage(world.volumes, world.store, clock, "test").measure()
+    told: list[str] = []
+    await HomeUsage(world.volumes, world.store, clock, "test", on_measured=lambda: told.append("measured")).measure()
+    assert told == ["measured"]
     (anna_home,) = await world.store.homes_of("anna")
     assert (anna_home.usage_bytes, anna_home.measured_at) == (1234, 5000)
     assert [h.volume for h in await world.store.homes_of("carla")] == [stray.volume]
@@ -210,7 +212,8 @@ async def test_a_measurement_the_engine_does_not_finish_in_time_keeps_the_last_n
 ) -> None:
     anna = await world.started(ANNA)
     world.volumes.sizes[world.mounts_of(anna)[0].source] = 10
-    usage = HomeUsage(world.volumes, world.store, task.Clock(), "test")
+    told: list[str] = []
+    usage = HomeUsage(world.volumes, world.store, task.Clock(), "test", on_measured=lambda: told.append("measured"))
     await usage.measure()
     monkeypatch.setattr(world.volumes, "usage",
                         lambda instance: defer.fail(ContainerEngineTimedOut("did not answer within 30 s")))
@@ -219,6 +222,7 @@ async def test_a_measurement_the_engine_does_not_finish_in_time_keeps_the_last_n
         await usage.measure()
     assert [h.usage_bytes for h in await world.store.homes_of("anna")] == [10]
     assert warnings == ["home usage not measured this time: did not answer within 30 s"]
+    assert told == ["measured"]  # the first measurement only
 
 
 @pytest_twisted.ensureDeferred

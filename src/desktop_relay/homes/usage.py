@@ -4,7 +4,7 @@ request ever waits for a volume to be walked."""
 
 from __future__ import annotations
 
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from typing import Any
 
 from twisted.internet.defer import Deferred, inlineCallbacks
@@ -22,11 +22,17 @@ class HomeUsage:
 
     _log = Logger()
 
-    def __init__(self, volumes: IHomeVolumes, store: SQLiteStore, clock: IReactorTime, instance: str) -> None:
+    def __init__(
+        self, volumes: IHomeVolumes, store: SQLiteStore, clock: IReactorTime, instance: str,
+        on_measured: Callable[[], object] = lambda: None,
+    ) -> None:
+        """`on_measured` is told after each measurement is stored (the open session pages then
+        fetch their views, with the home's new usage)."""
         self._volumes = volumes
         self._store = store
         self._clock = clock
         self._instance = instance
+        self._on_measured = on_measured
 
     @inlineCallbacks
     def measure(self) -> Generator[Deferred[Any], Any, None]:
@@ -48,3 +54,4 @@ class HomeUsage:
             count=len(listed), total=sum(usage.values()) // 2**20, elapsed=now - began,
             adopted=adopted, forgotten=forgotten,
         )
+        self._on_measured()

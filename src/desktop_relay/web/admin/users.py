@@ -100,7 +100,6 @@ class UsersAdmin:
                        user=user_id, actor=caller.name, ended=ended, closed=closed)
         return json_response(request, {"user": user_id, "web_sessions_ended": ended, "connections_closed": closed})
 
-
     @app.route("/<user_id>/homes", methods=["GET"])
     @inlineCallbacks
     def list_homes(self, request: IRequest, user_id: str) -> Generator[Deferred[Any], Any, bytes]:
