@@ -41,6 +41,8 @@ def contract_relay(tmp_path_factory: pytest.TempPathFactory, docker_client: dock
     relay.stop()
     for container in docker_client.containers.list(all=True, filters={"label": f"{LABEL_INSTANCE}={relay.instance}"}):
         container.remove(force=True)
+    for volume in docker_client.volumes.list(filters={"label": f"{LABEL_INSTANCE}={relay.instance}"}):
+        volume.remove(force=True)
     assert "Traceback" not in relay.log(), relay.log()
 
 
@@ -77,6 +79,8 @@ def test_a_real_sessions_life_answers_as_documented(pupil: Browser) -> None:
     stale = conforms(document, one, pupil.api("GET", f"/sessions/{session['id']}?wait=change&since={session['updated']}"))
     assert stale.json()["updated"] != session["updated"]
     conforms(document, "/api/sessions", pupil.api("GET", "/sessions"))
+    (home,) = conforms(document, "/api/homes", pupil.api("GET", "/homes")).json()["items"]
+    assert home["key"] == "default"
     stopped = conforms(document, one, pupil.api("DELETE", f"/sessions/{session['id']}"))
     assert stopped.json()["state"] == "stopped" and stopped.json()["end_reason"] == "user"
     conforms(document, one, pupil.api("DELETE", f"/sessions/{session['id']}"))
