@@ -415,6 +415,7 @@ class FakeHomeVolumes:
 
     - `sizes`: volume -> the bytes `usage` reports (volumes not in it are not measured).
     - `refuse_next(reason)`: the next `ensure` fails with HomeVolumeFailed(reason).
+    - `time_out_next()`: the next `ensure` fails with ContainerEngineTimedOut, as a hung engine's.
     """
 
     def __init__(self, engine: FakeProvisioner) -> None:
@@ -423,13 +424,20 @@ class FakeHomeVolumes:
         self.created: dict[str, float] = {}
         self.sizes: dict[str, int] = {}
         self._refusals: list[str] = []
+        self._time_outs = 0
 
     def refuse_next(self, reason: str = "no space left on device") -> None:
         self._refusals.append(reason)
 
+    def time_out_next(self) -> None:
+        self._time_outs += 1
+
     def ensure(self, home: Home) -> Deferred[bool]:
         if self.engine.engine_down:
             return fail(ContainerEngineUnavailable(_DOWN))
+        if self._time_outs:
+            self._time_outs -= 1
+            return fail(ContainerEngineTimedOut("Docker engine at fake://engine did not answer within 30 s"))
         if self._refusals:
             return fail(HomeVolumeFailed(self._refusals.pop(0)))
         created = home.volume not in self.volumes

@@ -166,6 +166,17 @@ async def test_a_home_the_engine_refuses_fails_the_start_with_the_reason(world: 
 
 
 @pytest_twisted.ensureDeferred
+async def test_a_home_the_engine_does_not_answer_for_in_time_fails_the_start_and_the_engine_counts_as_there(
+    world: World,
+) -> None:
+    world.volumes.time_out_next()
+    session = await world.started(ANNA)
+    assert session.state == FAILED and session.failure == "engine-timeout"
+    assert world.sessions.engine.available
+    assert (await world.started(ANNA)).state == READY
+
+
+@pytest_twisted.ensureDeferred
 async def test_a_home_that_cannot_be_made_for_an_unreachable_engine_waits_in_the_queue(world: World) -> None:
     world.engine.engine_down = True
     session = await world.started(ANNA)

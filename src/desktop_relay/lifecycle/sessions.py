@@ -351,6 +351,12 @@ class DesktopSessions:
             assert self.homes is not None
             try:
                 yield self.homes.ensure(home)
+            except ContainerEngineTimedOut as e:
+                # As for the container: a hung engine is not a lost one (its event stream stays
+                # open, so nothing would tell the relay it is back); the user may try again.
+                yield self._fail(session, ENGINE_TIMEOUT,
+                                 N_("The desktop server did not answer in time. Please try again."), str(e))
+                return None
             except ContainerEngineUnavailable as e:
                 yield self._requeue(session, e)
                 return None
