@@ -93,6 +93,7 @@ def test_a_saved_file_is_in_the_next_desktop_and_after_a_restart_and_no_one_else
              for m in c.attrs["Mounts"] if m["Destination"] == "/home/kasm-user"}
     assert len(homes) == 2
     assert len(docker_client.volumes.list(filters={"label": f"{LABEL_INSTANCE}={relay.instance}"})) == 2
+    assert "created home volume" in relay.log() and "Traceback" not in relay.log()
 
 
 def test_a_share_is_read_only_and_a_full_home_is_warned_about(
@@ -144,3 +145,5 @@ def test_an_admin_deletes_a_home_once_no_desktop_uses_it(
     # The next desktop starts with a new, empty home.
     fresh = alice.start_desktop()["id"]
     assert run(docker_client, fresh, "ls ~/old.txt")[0] != 0
+    assert f"home default of alice deleted by token:ops: volume {home['volume']}" in relay.log()
+    assert "Traceback" not in relay.log()
