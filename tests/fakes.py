@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +40,7 @@ from desktop_relay.engine.interface import (
     PullProgress,
 )
 from desktop_relay.homes import Home
-from desktop_relay.homes.interface import IHomeVolumes
+from desktop_relay.homes.interface import HomeVolume, HomeVolumeFailed, HomeVolumeInUse, IHomeVolumes
 from desktop_relay.web.responses import Problem
 
 # The demo image: the fake engine "has" it, like the real one after scripts/build-desktop-image.
@@ -411,18 +411,66 @@ _DOWN = "Docker engine unreachable at fake://engine: it is down"
 @implementer(IHomeVolumes)
 class FakeHomeVolumes:
     """Home volumes as the fake engine holds them: name -> the Home they were made for. Down
-    whenever `engine` is."""
+    whenever `engine` is; a volume is in use while one of the engine's containers mounts it.
+
+    - `sizes`: volume -> the bytes `usage` reports (volumes not in it are not measured).
+    - `refuse_next(reason)`: the next `ensure` fails with HomeVolumeFailed(reason).
+    - `time_out_next()`: the next `ensure` fails with ContainerEngineTimedOut, as a hung engine's.
+    """
 
     def __init__(self, engine: FakeProvisioner) -> None:
         self.engine = engine
         self.volumes: dict[str, Home] = {}
+        self.created: dict[str, float] = {}
+        self.sizes: dict[str, int] = {}
+        self._refusals: list[str] = []
+        self._time_outs = 0
+
+    def refuse_next(self, reason: str = "no space left on device") -> None:
+        self._refusals.append(reason)
+
+    def time_out_next(self) -> None:
+        self._time_outs += 1
 
     def ensure(self, home: Home) -> Deferred[bool]:
         if self.engine.engine_down:
             return fail(ContainerEngineUnavailable(_DOWN))
+        if self._time_outs:
+            self._time_outs -= 1
+            return fail(ContainerEngineTimedOut("Docker engine at fake://engine did not answer within 30 s"))
+        if self._refusals:
+            return fail(HomeVolumeFailed(self._refusals.pop(0)))
         created = home.volume not in self.volumes
         self.volumes.setdefault(home.volume, home)
+        self.created.setdefault(home.volume, self.engine._seconds())
         return succeed(created)
+
+    def remove(self, volume: str) -> Deferred[bool]:
+        if self.engine.engine_down:
+            return fail(ContainerEngineUnavailable(_DOWN))
+        users = [c.container_id for c in self.engine.containers.values()
+                 if any(m.kind == "volume" and m.source == volume for m in c.spec.mounts)]
+        if users:
+            return fail(HomeVolumeInUse(f"remove {volume}: volume is in use - {users}"))
+        self.sizes.pop(volume, None)
+        self.created.pop(volume, None)
+        return succeed(self.volumes.pop(volume, None) is not None)
+
+    def list(self, instance: str) -> Deferred[list[HomeVolume]]:
+        if self.engine.engine_down:
+            return fail(ContainerEngineUnavailable(_DOWN))
+        return succeed([
+            HomeVolume(volume=name, owner=home.owner, key=home.key, created=self.created.get(name))
+            for name, home in self.volumes.items() if home.instance == instance
+        ])
+
+    def usage(self, instance: str) -> Deferred[Mapping[str, int]]:
+        if self.engine.engine_down:
+            return fail(ContainerEngineUnavailable(_DOWN))
+        return succeed({
+            name: size for name, size in self.sizes.items()
+            if name in self.volumes and self.volumes[name].instance == instance
+        })
 
 
 @attr.s(frozen=True, auto_attribs=True)

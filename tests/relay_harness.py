@@ -261,6 +261,15 @@ def vnc_handshake(ws: ClientConnection) -> tuple[int, int, bytes]:
     return width, height, update
 
 
+def remove_leftovers(docker_client: docker.DockerClient, relay: RelayProcess) -> None:
+    """Remove a stopped relay's containers, then its users' homes (which outlive containers on purpose)."""
+    label = {"label": f"{LABEL_INSTANCE}={relay.instance}"}
+    for container in docker_client.containers.list(all=True, filters=label):
+        container.remove(force=True)
+    for volume in docker_client.volumes.list(filters=label):
+        volume.remove(force=True)
+
+
 @pytest.fixture(scope="session")
 def docker_client() -> Iterator[docker.DockerClient]:
     client = docker.from_env()
@@ -277,7 +286,7 @@ def docker_client() -> Iterator[docker.DockerClient]:
 
 @pytest.fixture
 def relay_factory(tmp_path: Path, docker_client: docker.DockerClient) -> Iterator[Callable[..., RelayProcess]]:
-    """Make and start relays; all are stopped and their containers removed after the test."""
+    """Make and start relays; all are stopped and their containers and home volumes removed after the test."""
     relays: list[RelayProcess] = []
 
     def make(**kwargs: Any) -> RelayProcess:
@@ -289,8 +298,7 @@ def relay_factory(tmp_path: Path, docker_client: docker.DockerClient) -> Iterato
     yield make
     for relay in relays:
         relay.stop()
-        for container in docker_client.containers.list(all=True, filters={"label": f"{LABEL_INSTANCE}={relay.instance}"}):
-            container.remove(force=True)
+        remove_leftovers(docker_client, relay)
 
 
 @pytest.fixture

@@ -62,6 +62,9 @@ RESTART_SETTINGS = {
     "metrics_token": "[metrics] token_file",
     "log_format": "[relay] log_format",
     "site": "[site]",
+    # Mounted at each start and measured on a timer made at start.
+    "homes": "[homes]",
+    "shares": "[share:NAME]",
 }
 # The settings a reload applies, with their place in relay.ini.
 RELOADED_SETTINGS = {

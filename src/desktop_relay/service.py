@@ -29,7 +29,9 @@ from .backend import quiet_pool
 from .capacity import CapacityLimits
 from .config import ConfigError, RelayConfig
 from .engine import DockerProvisioner, docker_threadpool
+from .engine.docker_volumes import DockerHomeVolumes
 from .fdlimit import desktops_for, raise_soft_limit
+from .homes.usage import HomeUsage
 from .lifecycle import DesktopSessions, LifecycleService
 from .metrics import RelayMetrics, metrics_root
 from .readiness import ReadinessProbe
@@ -113,6 +115,7 @@ class RelayService(MultiService):
             reactor=reactor, threadpool=self._docker_pool, url=config.docker_url, port_range=config.port_range,
             timeout=max(1, round(config.engine_timeout)), metrics=self.metrics,
         )
+        home_volumes = DockerHomeVolumes(provisioner)
         self.web_sessions = WebSessions(
             self.store, reactor, secure=config.secure_cookies,
             idle=config.web_session_idle, lifetime=config.web_session_lifetime,
@@ -151,6 +154,13 @@ class RelayService(MultiService):
                 session_id, CLOSE_SESSION_STOPPED, reason
             ),
             metrics=self.metrics,
+            homes=home_volumes,
+            shares=config.shares,
+        )
+        self.home_usage = HomeUsage(
+            home_volumes, self.store, reactor, config.instance,
+            # A home past its quota is warned about on its desktop's page from this measurement on.
+            on_measured=lambda: self.sessions.watch.changed(self.sessions.watch.session_ids()),
         )
         self.lifecycle = LifecycleService(
             self.sessions, self.store, reactor,
@@ -160,6 +170,7 @@ class RelayService(MultiService):
             memory_budget_auto=config.memory_budget_auto,
             audit_keep=config.audit_keep,
             metrics=self.metrics,
+            measurements=[(self.home_usage.measure, config.homes.usage_interval)],
         )
         self.access = DesktopAccess(self.store, self.sessions, guard)
         self.access.remember_grants(self.bridges, reactor)

@@ -22,7 +22,7 @@ import pytest
 import requests
 import schemathesis
 from hypothesis import HealthCheck, settings
-from relay_harness import LABEL_INSTANCE, Browser, RelayProcess, subprocess_env
+from relay_harness import Browser, RelayProcess, remove_leftovers, subprocess_env
 from schemathesis.specs.openapi.checks import allow_header_conformance, ignored_auth, positive_data_acceptance
 
 from desktop_relay.web.openapi import ADMIN_PREFIX, admin_document, user_document
@@ -39,8 +39,7 @@ def contract_relay(tmp_path_factory: pytest.TempPathFactory, docker_client: dock
     relay.start()
     yield relay
     relay.stop()
-    for container in docker_client.containers.list(all=True, filters={"label": f"{LABEL_INSTANCE}={relay.instance}"}):
-        container.remove(force=True)
+    remove_leftovers(docker_client, relay)
     assert "Traceback" not in relay.log(), relay.log()
 
 
@@ -77,6 +76,8 @@ def test_a_real_sessions_life_answers_as_documented(pupil: Browser) -> None:
     stale = conforms(document, one, pupil.api("GET", f"/sessions/{session['id']}?wait=change&since={session['updated']}"))
     assert stale.json()["updated"] != session["updated"]
     conforms(document, "/api/sessions", pupil.api("GET", "/sessions"))
+    (home,) = conforms(document, "/api/homes", pupil.api("GET", "/homes")).json()["items"]
+    assert home["key"] == "default"
     stopped = conforms(document, one, pupil.api("DELETE", f"/sessions/{session['id']}"))
     assert stopped.json()["state"] == "stopped" and stopped.json()["end_reason"] == "user"
     conforms(document, one, pupil.api("DELETE", f"/sessions/{session['id']}"))

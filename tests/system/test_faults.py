@@ -24,7 +24,7 @@ from typing import Any
 import docker
 import pytest
 from private_engine import PrivateEngine, cached_data_root
-from relay_harness import IMAGE, LABEL_INSTANCE, Browser, RelayProcess, vnc_handshake
+from relay_harness import IMAGE, Browser, RelayProcess, remove_leftovers, vnc_handshake
 from websockets.exceptions import ConnectionClosed
 from websockets.frames import Close
 from websockets.sync.client import ClientConnection
@@ -83,8 +83,7 @@ def module_relays(
     yield make
     for relay in relays:
         relay.stop()
-        for container in docker_client.containers.list(all=True, filters={"label": f"{LABEL_INSTANCE}={relay.instance}"}):
-            container.remove(force=True)
+        remove_leftovers(docker_client, relay)
 
 
 @pytest.fixture(scope="module")

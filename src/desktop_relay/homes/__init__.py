@@ -47,16 +47,21 @@ def home_key(desktop: DesktopType) -> str | None:
     return desktop.home_family if desktop.home == "per-user" else "d-" + desktop.name
 
 
+def home_volume_name(instance: str, key: str, owner: str) -> str:
+    """The Docker volume of a user's home with this key."""
+    # The owner's id is hashed into the name: ids may hold characters a volume name may not
+    # (e-mail addresses, spaces), and `docker volume ls` need not show who a pupil is.
+    digest = hashlib.sha256(owner.encode("utf-8")).hexdigest()[:16]
+    return f"dr-{instance}-home-{key}-{digest}"
+
+
 def home_for(instance: str, desktop: DesktopType, owner: str) -> Home | None:
     """The home a desktop of this type mounts for this user; None when it has none."""
     key = home_key(desktop)
     if key is None:
         return None
-    # The owner's id is hashed into the name: ids may hold characters a volume name may not
-    # (e-mail addresses, spaces), and `docker volume ls` need not show who a pupil is.
-    digest = hashlib.sha256(owner.encode("utf-8")).hexdigest()[:16]
     return Home(
-        volume=f"dr-{instance}-home-{key}-{digest}",
+        volume=home_volume_name(instance, key, owner),
         owner=owner,
         key=key,
         instance=instance,

@@ -3,7 +3,7 @@ drain tick, and the periodic reconcile. With several relays, one elected process
 
 from __future__ import annotations
 
-from collections.abc import Generator
+from collections.abc import Callable, Generator, Sequence
 from typing import Any
 
 from twisted.application.service import Service
@@ -42,7 +42,10 @@ class LifecycleService(Service):
         memory_budget_auto: bool,
         audit_keep: float | None = None,
         metrics: RelayMetrics | None = None,
+        measurements: Sequence[tuple[Callable[[], Deferred[None]], float]] = (),
     ) -> None:
+        """`measurements`: (work, interval) run at start and then every interval, such as the
+        homes' usage."""
         self.sessions = sessions
         self._store = store
         self._clock = clock
@@ -60,6 +63,7 @@ class LifecycleService(Service):
         self._audit_keep = audit_keep
         # Started at once, unlike the loops above: the relay purges when it starts, then daily.
         self._audit_purge = self._loop(self.purge_audit, AUDIT_PURGE_INTERVAL)[0]
+        self._measurements = [self._loop(work, interval) for work, interval in measurements]
         self._reconciling: Deferred[None] | None = None
         self._budget_known = not memory_budget_auto
 
@@ -94,6 +98,8 @@ class LifecycleService(Service):
             loop.start(interval, now=False)
         if self._audit_keep is not None:
             self._audit_purge.start(AUDIT_PURGE_INTERVAL, now=True)
+        for loop, interval in self._measurements:
+            loop.start(interval, now=True)
 
     def _engine_back(self) -> None:
         self.sessions.engine.back()
@@ -155,7 +161,7 @@ class LifecycleService(Service):
 
     @inlineCallbacks
     def stopService(self) -> Generator[Deferred[Any], Any, None]:
-        for loop in [*(loop for loop, _ in self._loops), self._audit_purge]:
+        for loop in [*(loop for loop, _ in [*self._loops, *self._measurements]), self._audit_purge]:
             if loop.running:
                 loop.stop()
         if self._follower is not None:

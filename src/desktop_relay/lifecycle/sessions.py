@@ -4,7 +4,8 @@ until it is ready, and every kind of stop, with why it happened.
 The rules that keep store and engine in step live here: a session row exists before its
 container; a start answers at once (queued or starting) and the container is made in the
 background; a container never outlives its session; a failed start leaves a `failed` row with
-its reason and no container; every end records its reason code and the words the user sees.
+its reason and no container; every end records its reason code and the words the user sees;
+a container starts with its user's home volume (made first) and the shares they may see.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from twisted.python.failure import Failure
 from ..auth import Identity
 from ..backend import Backend
 from ..capacity import CapacityLimits
-from ..config import DesktopType
+from ..config import DesktopType, ShareSettings
 from ..engine.interface import (
     ContainerEngineTimedOut,
     ContainerEngineUnavailable,
@@ -30,7 +31,11 @@ from ..engine.interface import (
     ContainerStartFailed,
     DesktopImageMissing,
     IContainerProvisioner,
+    Mount,
 )
+from ..homes import home_for
+from ..homes.interface import HomeVolumeFailed, IHomeVolumes
+from ..homes.mounts import desktop_mounts
 from ..i18n import N_
 from ..metrics import RelayMetrics
 from ..store import (
@@ -110,9 +115,15 @@ class DesktopSessions:
         connected: Callable[[str], int] = lambda session_id: 0,
         on_session_ended: SessionEnded = lambda session_id, reason: None,
         metrics: RelayMetrics | None = None,
+        homes: IHomeVolumes | None = None,
+        shares: Mapping[str, ShareSettings] | None = None,
     ) -> None:
+        """`homes` None: desktops start without a home (for tests of other concerns); `shares`
+        are mounted read-only into the desktops of those who may see them."""
         self._store = store
         self.provisioner = provisioner
+        self.homes = homes
+        self._shares = shares or {}
         self._probe = probe
         self._clock = clock
         self._desktops = desktops
@@ -295,7 +306,10 @@ class DesktopSessions:
         if desktop is None:
             yield self._fail(session, WITHDRAWN, N_("This desktop is no longer offered."))
             return
-        spec = ContainerSpec(session.id, session.owner, self.instance, desktop, session.vnc_password)
+        mounts = yield self._mounts(session, desktop)
+        if mounts is None:
+            return
+        spec = ContainerSpec(session.id, session.owner, self.instance, desktop, session.vnc_password, mounts)
         try:
             info = yield self.provisioner.start(spec)
         except ContainerEngineTimedOut as e:
@@ -305,12 +319,7 @@ class DesktopSessions:
                              N_("The desktop server did not answer in time. Please try again."), str(e))
             return
         except ContainerEngineUnavailable as e:
-            # Nothing was created: back to its place in the queue until the engine returns.
-            self.engine.lost(str(e))
-            yield self._store.update_session(session.id, self._clock.seconds(), expect=[STARTING], state=QUEUED)
-            self._log.warn("session {session} waits for the container engine: {problem}",
-                           session=session.id, problem=str(e))
-            self.watch.changed([session.id])
+            yield self._requeue(session, e)
             return
         except ContainerStartFailed as e:
             yield self._fail(session, IMAGE_MISSING if isinstance(e, DesktopImageMissing) else ENGINE_REFUSED, str(e))
@@ -330,6 +339,47 @@ class DesktopSessions:
             session=session.id, user=session.owner, desktop=session.desktop, container=info.container_id[:12],
         )
         yield self._wait_until_ready(updated)
+
+    @inlineCallbacks
+    def _mounts(
+        self, session: DesktopSession, desktop: DesktopType
+    ) -> Generator[Deferred[Any], Any, tuple[Mount, ...] | None]:
+        """The mounts of a session's container, its home volume made first; None when the start
+        cannot go on (it failed, or waits in the queue for the engine)."""
+        home = home_for(self.instance, desktop, session.owner) if self.homes is not None else None
+        if home is not None:
+            assert self.homes is not None
+            try:
+                yield self.homes.ensure(home)
+            except ContainerEngineTimedOut as e:
+                # As for the container: a hung engine is not a lost one (its event stream stays
+                # open, so nothing would tell the relay it is back); the user may try again.
+                yield self._fail(session, ENGINE_TIMEOUT,
+                                 N_("The desktop server did not answer in time. Please try again."), str(e))
+                return None
+            except ContainerEngineUnavailable as e:
+                yield self._requeue(session, e)
+                return None
+            except HomeVolumeFailed as e:
+                yield self._fail(session, ENGINE_REFUSED,
+                                 N_("Your home folder could not be prepared: {reason}").format(reason=str(e)))
+                return None
+            yield self._store.home_used(home, self._clock.seconds())
+        # Shares follow the groups of the user's last sign-in, as the pre-started desktops of a
+        # schedule do, which start with nobody signed in.
+        seen = yield self._store.seen_user(session.owner)
+        return desktop_mounts(home, desktop, self._shares, session.owner, seen.groups if seen else frozenset())
+
+    @inlineCallbacks
+    def _requeue(
+        self, session: DesktopSession, problem: ContainerEngineUnavailable
+    ) -> Generator[Deferred[Any], Any, None]:
+        """Nothing was created: back to its place in the queue until the engine returns."""
+        self.engine.lost(str(problem))
+        yield self._store.update_session(session.id, self._clock.seconds(), expect=[STARTING], state=QUEUED)
+        self._log.warn("session {session} waits for the container engine: {problem}",
+                       session=session.id, problem=str(problem))
+        self.watch.changed([session.id])
 
     def watch_until_ready(self, session: DesktopSession) -> None:
         """Wait in the background for a starting session with a container (adopted, say)."""

@@ -3,13 +3,14 @@ trail, admin tokens and the users seen; in SQLite (the embedded default), behind
 of one mixin per table.
 
 Modules: records (the values), connection (the thread, transactions, the versioned schema),
-desktop_sessions, web_sessions, audit, admin (tokens, users seen). A second implementation
-(PostgreSQL, for several relays) would offer the same methods.
+desktop_sessions, web_sessions, audit, admin (tokens, users seen), homes (home volumes and their
+usage). A second implementation (PostgreSQL, for several relays) would offer the same methods.
 """
 
 from .admin import AdminQueries, TokenNameTaken
 from .audit import AuditFilter, AuditQueries
 from .desktop_sessions import DesktopSessionQueries
+from .homes import HomeQueries, HomeRecord
 from .records import (
     ACTIVE_STATES,
     FAILED,
@@ -29,7 +30,7 @@ from .records import (
 from .web_sessions import WebSessionQueries
 
 
-class SQLiteStore(DesktopSessionQueries, WebSessionQueries, AuditQueries, AdminQueries):
+class SQLiteStore(DesktopSessionQueries, WebSessionQueries, AuditQueries, AdminQueries, HomeQueries):
     """Asynchronous access to the SQLite database; every method returns a Deferred."""
 
 
@@ -45,6 +46,7 @@ __all__ = [
     "STOPPING",
     "AdminToken",
     "DesktopSession",
+    "HomeRecord",
     "SQLiteStore",
     "SeenUser",
     "SessionFilter",

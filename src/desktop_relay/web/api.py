@@ -1,8 +1,9 @@
-"""The user JSON API under /api/: who is signed in, desktops a user may start, their desktop sessions."""
+"""The user JSON API under /api/: who is signed in, desktops a user may start, their desktop
+sessions, their homes."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Iterable
 from typing import Any
 from urllib.parse import urlencode
 
@@ -24,9 +25,10 @@ from ..lifecycle import (
     UnknownDesktop,
 )
 from ..lifecycle.steps import step_of
-from ..store import FAILED, QUEUED, READY, STARTING, STOPPED, DesktopSession, SQLiteStore
+from ..store import FAILED, QUEUED, READY, STARTING, STOPPED, DesktopSession, HomeRecord, SQLiteStore
 from .endings import ending_of
 from .guard import RequestGuard, identity_of
+from .homes import home_view, session_home
 from .openapi import admin_document, user_document
 from .responses import (
     Problem,
@@ -55,10 +57,11 @@ def client_url(session_id: str) -> str:
 
 def session_view(
     session: DesktopSession, sessions: DesktopSessions, position: int | None = None,
-    words: Language | None = None,
+    words: Language | None = None, homes: Iterable[HomeRecord] = (),
 ) -> dict[str, Any]:
     """A desktop session as the browser may see it (no container password, no host port), its
-    reason in the reader's language (words; English without)."""
+    reason in the reader's language (words; English without), its home's usage from the
+    owner's `homes`."""
     words = words or language(DEFAULT_LANGUAGE)
     desktop = sessions.desktop(session.desktop)
     timing = sessions.timing_of(session)
@@ -89,6 +92,8 @@ def session_view(
         "now": sessions.now(),
         "url": f"/desktop/{session.id}/",
         "client_url": client_url(session.id),
+        # Usage against the quota, for the page's warning (docs/homes.md).
+        "home": session_home(session, sessions, homes),
     }
     if session.state == QUEUED:
         view["position"] = position
@@ -176,10 +181,18 @@ class UserAPI:
         web = yield self._guard.signed_in(request)
         sessions = yield self._store.sessions_of(web.user_id)
         positions = yield self._store.queue_positions()
+        homes = yield self._store.homes_of(web.user_id)
         return json_response(request, [
-            session_view(s, self._sessions, positions.get(s.id), request_language(request))
+            session_view(s, self._sessions, positions.get(s.id), request_language(request), homes)
             for s in sessions[:RECENT_SESSIONS]
         ])
+
+    @app.route("/homes", methods=["GET"])
+    @inlineCallbacks
+    def list_homes(self, request: IRequest):  # type: ignore[no-untyped-def]
+        web = yield self._guard.signed_in(request)
+        homes = yield self._store.homes_of(web.user_id)
+        return json_response(request, {"items": [home_view(h, self._sessions) for h in homes]})
 
     @app.route("/sessions", methods=["POST"])
     @inlineCallbacks
@@ -250,7 +263,8 @@ class UserAPI:
         position = None
         if session.state == QUEUED:
             position = (yield self._store.queue_positions()).get(session.id)
-        return session_view(session, self._sessions, position, request_language(request))
+        homes = yield self._store.homes_of(session.owner)
+        return session_view(session, self._sessions, position, request_language(request), homes)
 
     @inlineCallbacks
     def _own_session(self, user_id: str, session_id: str):  # type: ignore[no-untyped-def]

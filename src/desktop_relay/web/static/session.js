@@ -173,6 +173,7 @@ function show(next) {
 function tick() {
   if (view && !notice.hidden) { showSteps(); }
   showKeyboardHint();
+  showHomeWarning();
   const warning = document.getElementById("warning");
   if (!view || !(view.state === "ready" || view.state === "interrupted")) {
     hideWarning(warning);
@@ -198,6 +199,28 @@ function tick() {
   const lifetimeLeft = view.lifetime_deadline ? view.lifetime_deadline - now : Infinity;
   text("time-left", lifetimeLeft < SHOW_TIME_LEFT ? t("{time} left", { time: relayApi.duration(lifetimeLeft) }) : "");
   document.title = view.title;
+}
+
+// A home over its quota: warned about, not enforced inside the desktop (the engine's volumes
+// have no size limit; docs/homes.md), so the pupil learns it before their disk use hurts others.
+function showHomeWarning() {
+  const warning = document.getElementById("home-warning");
+  const home = view && (view.state === "ready" || view.state === "interrupted") ? view.home : null;
+  if (!home || !home.over_quota) {
+    warning.hidden = true;
+    text("home-warning-text", "");
+    return;
+  }
+  warning.hidden = false;
+  text("home-warning-text", t("Your home folder holds {usage}, more than its {quota}. Delete files you no longer need.",
+    { usage: byteSize(home.usage), quota: byteSize(home.quota) }));
+}
+
+// Bytes as people read them, in the page's language: "1.2 GB", "1,2 GB", "350 MB". Counted in
+// 1024s, as relay.ini's sizes are, so that a quota of 1g reads "1 GB".
+function byteSize(bytes) {
+  const [unit, size] = bytes >= 2 ** 30 ? ["gigabyte", 2 ** 30] : ["megabyte", 2 ** 20];
+  return new Intl.NumberFormat(i18n.lang, { style: "unit", unit, maximumFractionDigits: 1 }).format(bytes / size);
 }
 
 // Hidden and emptied, so that the next warning is announced again.
