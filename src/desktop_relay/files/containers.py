@@ -146,9 +146,11 @@ class DockerFiles:
         """Delete `path`, a folder with all it holds; a link itself, not where it leads."""
         return self._run(place, self._delete_blocking, place, path)
 
-    def upload(self, place: FilesPlace, path: FilesPath, content: IO[bytes], size: int) -> Deferred[Entry]:
+    def upload(self, place: FilesPlace, path: FilesPath, content: IO[bytes],
+               size: int) -> Deferred[tuple[Entry, bool]]:
         """Write `size` bytes of `content` to the file `path` (replacing one there), owned by the
-        home's user, within the home's quota; QuotaExceeded, ReadOnly, NotAFile."""
+        home's user, within the home's quota; QuotaExceeded, ReadOnly, NotAFile. The entry, and
+        whether the file is new."""
         return self._transfers.run(self._run, place, self._upload_blocking, place, path, content, size)
 
     @inlineCallbacks
@@ -175,7 +177,7 @@ class DockerFiles:
             # Finishing would tell the browser a truncated file is whole; dropping it does not.
             self._log.warn("download of {path} for {user} broke off {missing} bytes early",
                            path=path.relative, user=place.home.owner, missing=missing)
-            request.transport.abortConnection()  # type: ignore[attr-defined]
+            request.transport.abortConnection()  # type: ignore[union-attr]
             return
         request.finish()
 
@@ -377,7 +379,7 @@ class DockerFiles:
                                      user=place.home.owner, path=path.relative, home=place.home.key)
 
     def _upload_blocking(self, api: docker.APIClient, container_id: str, place: FilesPlace,
-                         path: FilesPath, content: IO[bytes], size: int) -> Entry:
+                         path: FilesPath, content: IO[bytes], size: int) -> tuple[Entry, bool]:
         target = self._target_blocking(api, container_id, place, path)
         try:
             existing = self._resolve_blocking(api, container_id, place, target)
@@ -400,7 +402,7 @@ class DockerFiles:
             self._log.info, "{user} uploaded {path} ({size} bytes) to home {home}",
             user=place.home.owner, path=path.relative, size=size, home=place.home.key,
         )
-        return Entry(path.name, "file", size, time.time())
+        return Entry(path.name, "file", size, time.time()), existing is None
 
     def _download_blocking(self, api: docker.APIClient, container_id: str, place: FilesPlace,
                            inside: str, stream: DownloadStream) -> int:

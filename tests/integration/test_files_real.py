@@ -1,0 +1,163 @@
+"""The files API through a real relay (twistd), the real Docker engine and the demo image: a
+file goes into a home and comes back byte for byte, owned by the desktop's user; `..` and a
+symbolic link out of the home are refused; the upload limit and the home's quota answer 413;
+a share is read-only. No desktop runs in any of them."""
+
+from __future__ import annotations
+
+import http.client
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import docker
+import pytest
+from relay_harness import Browser, RelayProcess
+
+from desktop_relay.files.containers import LABEL_FILES_INSTANCE
+
+pytestmark = [pytest.mark.docker, pytest.mark.slow]
+
+HOME = "/home/kasm-user"
+
+
+@pytest.fixture
+def files_relay(relay_factory: Callable[..., RelayProcess], docker_client: docker.DockerClient,
+                ) -> Iterator[Callable[..., RelayProcess]]:
+    """relay_factory, with the home volumes of its relays removed afterwards."""
+    made: list[RelayProcess] = []
+
+    def make(**kwargs: object) -> RelayProcess:
+        made.append(relay_factory(**kwargs))
+        return made[-1]
+
+    yield make
+    for relay in made:
+        relay.stop()
+        for volume in docker_client.volumes.list(filters={"label": f"org.desktop-relay.instance={relay.instance}"}):
+            volume.remove(force=True)
+
+
+def signed_in(relay: RelayProcess, user: str = "alice") -> Browser:
+    browser = relay.client()
+    browser.login(user)
+    return browser
+
+
+def put(browser: Browser, path: str, data: bytes):  # type: ignore[no-untyped-def]
+    return browser.http.put(browser.relay.url + "/api/files/" + path, data=data,
+                            headers={"Origin": browser.origin}, timeout=60)
+
+
+def files_container(docker_client: docker.DockerClient, relay: RelayProcess):  # type: ignore[no-untyped-def]
+    (container,) = docker_client.containers.list(filters={"label": f"{LABEL_FILES_INSTANCE}={relay.instance}"})
+    return container
+
+
+def test_an_upload_comes_back_byte_for_byte_owned_by_the_desktop_user(
+    files_relay: Callable[..., RelayProcess], docker_client: docker.DockerClient,
+) -> None:
+    relay = files_relay()
+    alice = signed_in(relay)
+    homes = alice.api("GET", "/files/").json()
+    assert [home["key"] for home in homes["homes"]] == ["default"]
+
+    assert alice.api("POST", "/files/default/", {"folder": "Übungen"}).status_code == 201
+    data = os.urandom(300_000) + b"\0end"
+    created = put(alice, "default/%C3%9Cbungen/data%20set.bin", data)
+    assert created.status_code == 201, created.text
+    assert put(alice, "default/%C3%9Cbungen/data%20set.bin", data).status_code == 200  # replaced
+
+    listing = alice.api("GET", "/files/default/%C3%9Cbungen/").json()
+    assert [(e["name"], e["type"], e["size"]) for e in listing["entries"]] == [("data set.bin", "file", len(data))]
+    download = alice.get("/api/files/default/%C3%9Cbungen/data%20set.bin")
+    assert download.status_code == 200
+    assert download.content == data
+    assert download.headers["Content-Disposition"].startswith("attachment;")
+
+    owners = files_container(docker_client, relay).exec_run(
+        ["stat", "-c", "%u:%g %n", f"{HOME}/Übungen", f"{HOME}/Übungen/data set.bin"])
+    assert owners.output.decode().splitlines() == [f"1000:1000 {HOME}/Übungen", f"1000:1000 {HOME}/Übungen/data set.bin"]
+
+    # Bob has a home of his own: alice's folder is not in it.
+    bob = signed_in(relay, "bob")
+    assert "Übungen" not in [e["name"] for e in bob.api("GET", "/files/default/").json()["entries"]]
+
+    assert alice.api("DELETE", "/files/default/%C3%9Cbungen").status_code == 204
+    assert alice.get("/api/files/default/%C3%9Cbungen/").status_code == 404
+
+
+def test_dot_dot_and_a_symbolic_link_out_of_the_home_are_refused(
+    files_relay: Callable[..., RelayProcess], docker_client: docker.DockerClient,
+) -> None:
+    relay = files_relay()
+    alice = signed_in(relay)
+    # Encoded, so that no client on the way takes the dots out: the relay sees "..".
+    for path in ("default/%2E%2E/%2E%2E/etc/passwd", "default/%2E%2E/", "default/a%2F..%2F..%2Fetc"):
+        refused = alice.get("/api/files/" + path)
+        assert refused.status_code == 400, (path, refused.text)
+        assert refused.json()["type"].endswith(":invalid-path")
+    assert put(alice, "default/%2E%2E/evil", b"x").status_code == 400
+
+    # Links made inside the home (as a desktop could), leading out of it.
+    assert alice.get("/api/files/default/").status_code == 200  # the files container is up
+    made = files_container(docker_client, relay).exec_run(
+        ["sh", "-c", f"ln -s /etc {HOME}/etc-link && ln -s {HOME}/../../etc/passwd {HOME}/passwd-link"],
+        user="1000:1000")
+    assert made.exit_code == 0, made.output
+    for path in ("default/etc-link/", "default/etc-link/passwd", "default/passwd-link"):
+        refused = alice.get("/api/files/" + path)
+        assert refused.status_code == 403, (path, refused.text)
+        assert refused.json()["type"].endswith(":outside-home")
+    assert put(alice, "default/etc-link/evil", b"x").status_code == 403
+    assert alice.api("POST", "/files/default/etc-link/", {"folder": "evil"}).status_code == 403
+    # Deleting a link deletes the link, not where it leads.
+    assert alice.api("DELETE", "/files/default/etc-link").status_code == 204
+    assert files_container(docker_client, relay).exec_run(["test", "-f", "/etc/passwd"]).exit_code == 0
+
+
+def test_an_upload_over_the_limit_and_one_over_the_quota_get_413(
+    files_relay: Callable[..., RelayProcess],
+) -> None:
+    relay = files_relay(sections={"homes": {"files_max_upload": "1m"}, "desktop:demo": {"home_quota": "2500000"}})
+    alice = signed_in(relay)
+    # Declared too large: answered before a byte of the body is sent.
+    connection = http.client.HTTPConnection("127.0.0.1", relay.port, timeout=30)
+    connection.putrequest("PUT", "/api/files/default/big.bin")
+    connection.putheader("Content-Length", str(2 * 1024 * 1024))
+    connection.putheader("Cookie", alice.cookie_header)
+    connection.putheader("Origin", alice.origin)
+    connection.endheaders()
+    response = connection.getresponse()
+    assert response.status == 413
+    assert b"upload-too-large" in response.read()
+    connection.close()
+
+    # Within the limit, until the home is full.
+    for name in ("one", "two"):
+        assert put(alice, f"default/{name}.bin", b"x" * 1_000_000).status_code == 201
+    full = put(alice, "default/three.bin", b"x" * 1_000_000)
+    assert full.status_code == 413
+    assert full.json()["type"].endswith(":home-quota-exceeded")
+    assert "three.bin" not in [e["name"] for e in alice.api("GET", "/files/default/").json()["entries"]]
+
+
+def test_a_share_is_listed_and_read_only(files_relay: Callable[..., RelayProcess], tmp_path: Path) -> None:
+    shares = tmp_path / "shares"
+    (shares / "maths").mkdir(parents=True)
+    (shares / "maths" / "sheet.txt").write_text("1 + 1 = 2\n")
+    (shares / "maths").chmod(0o755)
+    relay = files_relay(sections={"homes": {"share_roots": str(shares)},
+                                  "share:maths": {"path": str(shares / "maths"), "groups": "*"}})
+    alice = signed_in(relay)
+    (home,) = alice.api("GET", "/files/").json()["homes"]
+    assert home["shares"] == ["Shared/maths"]
+    listing = alice.api("GET", "/files/default/Shared/maths/").json()
+    assert listing["writable"] is False
+    assert [(e["name"], e["writable"]) for e in listing["entries"]] == [("sheet.txt", False)]
+    assert alice.get("/api/files/default/Shared/maths/sheet.txt").content == b"1 + 1 = 2\n"
+    assert put(alice, "default/Shared/maths/mine.txt", b"x").status_code == 403
+    assert alice.api("DELETE", "/files/default/Shared/maths/sheet.txt").status_code == 403
+    assert alice.api("DELETE", "/files/default/Shared").status_code == 403
+    assert (shares / "maths" / "sheet.txt").exists()
+    assert [p.name for p in (shares / "maths").iterdir()] == ["sheet.txt"]
