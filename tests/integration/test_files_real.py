@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import http.client
 import os
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -161,3 +162,19 @@ def test_a_share_is_listed_and_read_only(files_relay: Callable[..., RelayProcess
     assert alice.api("DELETE", "/files/default/Shared").status_code == 403
     assert (shares / "maths" / "sheet.txt").exists()
     assert [p.name for p in (shares / "maths").iterdir()] == ["sheet.txt"]
+
+
+def test_the_files_container_goes_after_files_idle_and_comes_back_on_the_next_request(
+    files_relay: Callable[..., RelayProcess], docker_client: docker.DockerClient,
+) -> None:
+    relay = files_relay(sections={"homes": {"files_idle": "1s"}})
+    alice = signed_in(relay)
+    assert put(alice, "default/kept.txt", b"still here").status_code == 201
+    label = {"label": f"{LABEL_FILES_INSTANCE}={relay.instance}"}
+    deadline = time.monotonic() + 20
+    while docker_client.containers.list(all=True, filters=label) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not docker_client.containers.list(all=True, filters=label)
+    assert "removed idle files container" in relay.log()
+    # The home is kept: the next request makes a new container, and the file is there.
+    assert alice.get("/api/files/default/kept.txt").content == b"still here"

@@ -24,7 +24,7 @@ import attr
 import docker
 from docker.errors import APIError, ImageNotFound, NotFound
 from docker.types import Mount as DockerMount
-from twisted.internet.defer import Deferred, DeferredSemaphore, inlineCallbacks, succeed
+from twisted.internet.defer import CancelledError, Deferred, DeferredSemaphore, inlineCallbacks, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorFromThreads, IReactorTime
 from twisted.logger import Logger
 from twisted.web.server import Request
@@ -169,17 +169,23 @@ class DockerFiles:
             request.registerProducer(stream, True)
             try:
                 missing = yield self._run(place, self._download_blocking, place, resolved.inside, stream)
+                reason = f"the file ended {missing} bytes early" if missing else None
+            except CancelledError:
+                reason = "the browser left"
+            except Exception as e:  # noqa: BLE001 - the headers are out: no problem answer can follow
+                reason = str(e) or type(e).__name__
             finally:
                 request.unregisterProducer()
         finally:
             self._transfers.release()
-        if missing:
-            # Finishing would tell the browser a truncated file is whole; dropping it does not.
-            self._log.warn("download of {path} for {user} broke off {missing} bytes early",
-                           path=path.relative, user=place.home.owner, missing=missing)
-            request.transport.abortConnection()  # type: ignore[union-attr]
+        if reason is None:
+            request.finish()
             return
-        request.finish()
+        self._log.info("download of {path} for {user} ended early: {reason}",
+                       path=path.relative, user=place.home.owner, reason=reason)
+        # Finishing would tell the browser a truncated file is whole; dropping it does not.
+        if request.channel is not None:
+            request.channel.transport.abortConnection()  # type: ignore[union-attr]
 
     # -- containers ---------------------------------------------------------------------
 
@@ -205,18 +211,20 @@ class DockerFiles:
         held meanwhile; made again, once, if it went away."""
         volume = place.home.volume
         for attempt in (1, 2):
-            container_id = yield self._acquire(place)
+            held, ready = self._acquire(place)
             try:
+                container_id = yield ready
                 return (yield self._provisioner.in_thread(operation, container_id, *args))
             except _Gone:
-                self._forget(volume)
+                self._forget(volume, held)
                 if attempt == 2:
                     raise ContainerEngineUnavailable("the files container went away twice in a row") from None
             finally:
-                self._release(volume)
+                self._release(volume, held)
         raise AssertionError("not reached")
 
-    def _acquire(self, place: FilesPlace) -> Deferred[str]:
+    def _acquire(self, place: FilesPlace) -> tuple[_Held, Deferred[str]]:
+        """The home's container, held (made if there is none): the holding, and when it is ready."""
         volume = place.home.volume
         held = self._held.get(volume)
         if held is None:
@@ -227,10 +235,10 @@ class DockerFiles:
             held.timer.cancel()
         held.timer = None
         if held.container_id is not None:
-            return succeed(held.container_id)
+            return held, succeed(held.container_id)
         waiting: Deferred[str] = Deferred()
         held.waiting.append(waiting)
-        return waiting
+        return held, waiting
 
     def _create(self, place: FilesPlace, held: _Held) -> None:
         made = self._volumes.ensure(place.home)
@@ -253,22 +261,22 @@ class DockerFiles:
 
         made.addCallbacks(created, failed)
 
-    def _release(self, volume: str) -> None:
-        held = self._held.get(volume)
-        if held is None:
+    def _release(self, volume: str, held: _Held) -> None:
+        # A holding forgotten meanwhile (its container went away) is nobody's to time out.
+        if self._held.get(volume) is not held:
             return
         held.busy -= 1
         if held.busy == 0 and held.container_id is not None:
-            held.timer = self._clock.callLater(self._idle, self._expire, volume)
+            held.timer = self._clock.callLater(self._idle, self._expire, volume, held)
 
-    def _forget(self, volume: str) -> None:
-        held = self._held.pop(volume, None)
-        if held is not None and held.timer is not None and held.timer.active():
+    def _forget(self, volume: str, held: _Held) -> None:
+        if self._held.get(volume) is held:
+            del self._held[volume]
+        if held.timer is not None and held.timer.active():
             held.timer.cancel()
 
-    def _expire(self, volume: str) -> None:
-        held = self._held.get(volume)
-        if held is None or held.busy or held.container_id is None:
+    def _expire(self, volume: str, held: _Held) -> None:
+        if self._held.get(volume) is not held or held.busy or held.container_id is None:
             return
         del self._held[volume]
         container_id = held.container_id
