@@ -217,10 +217,13 @@ class FilesAPI:
         try:
             return (yield working)
         except FilesError as e:
-            self._log.info("refused {method} of {path} in {user}'s home {home}: {reason}",
-                           method=request.method.decode(), path=path.relative or "/", user=place.home.owner,
-                           home=place.home.key, reason=str(e))
-            raise _problem_of(e) from None
+            problem = _problem_of(e)
+            # A refusal is the user's business; a failure nobody foresaw is the admin's.
+            log = self._log.warn if problem.status >= 500 else self._log.info
+            log("refused {method} of {path} in {user}'s home {home}: {reason}",
+                method=request.method.decode(), path=path.relative or "/", user=place.home.owner,
+                home=place.home.key, reason=str(e))
+            raise problem from None
 
 
 def _folder_url(request: Request) -> bool:
