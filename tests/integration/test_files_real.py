@@ -88,7 +88,7 @@ def test_an_upload_comes_back_byte_for_byte_owned_by_the_desktop_user(
     assert alice.get("/api/files/default/%C3%9Cbungen/").status_code == 404
 
 
-def test_dot_dot_and_a_symbolic_link_out_of_the_home_are_refused(
+def test_dot_dot_a_symbolic_link_out_of_the_home_and_a_locked_folder_are_refused(
     files_relay: Callable[..., RelayProcess], docker_client: docker.DockerClient,
 ) -> None:
     relay = files_relay()
@@ -112,6 +112,11 @@ def test_dot_dot_and_a_symbolic_link_out_of_the_home_are_refused(
         assert refused.json()["type"].endswith(":outside-home")
     assert put(alice, "default/etc-link/evil", b"x").status_code == 403
     assert alice.api("POST", "/files/default/etc-link/", {"folder": "evil"}).status_code == 403
+    # The engine writes uploads as root: a folder the user may not write to is refused all the same.
+    assert files_container(docker_client, relay).exec_run(
+        ["sh", "-c", f"mkdir {HOME}/locked && chmod 555 {HOME}/locked"], user="1000:1000").exit_code == 0
+    locked = put(alice, "default/locked/x", b"x")
+    assert locked.status_code == 403 and locked.json()["type"].endswith(":read-only")
     # Deleting a link deletes the link, not where it leads.
     assert alice.api("DELETE", "/files/default/etc-link").status_code == 204
     assert files_container(docker_client, relay).exec_run(["test", "-f", "/etc/passwd"]).exit_code == 0

@@ -2,15 +2,17 @@
 
 One small container per home, made on a user's first files request: the desktop's own image
 running `sleep` as the home's user, the home mounted where desktops have it, the user's shares
-read-only, no network, no capabilities, a read-only root. Every operation is a command run in
-it as that user (so files get the user as owner and the kernel refuses what the user may not
-do), or an archive upload by the engine; it goes `idle` seconds after its last use. Every
-Docker SDK call runs in the provisioner's bounded thread pool.
+read-only, no network, no capabilities, a read-only root; it goes `idle` seconds after its
+last use. Every operation is a command run in it as that user (so files get the user as owner
+and the kernel refuses what the user may not do), or an archive upload by the engine into a
+folder that user may write to, owned by them. Every Docker SDK call runs in the provisioner's
+bounded thread pool.
 
 Paths are checked twice: by their names (paths.py) before anything runs, and by `realpath`
 inside the container, whose answer must stay in the home, so that a symbolic link cannot lead
 anywhere else. Between that check and the operation a desktop of the same user could swap a
-link; what such a race could reach is the files container's own image, nothing of the host.
+link; what such a race could reach is the files container's own file system (the image, the
+home, the user's shares), nothing of the host.
 """
 
 from __future__ import annotations
@@ -66,6 +68,7 @@ _LIST = 'find "$1" -mindepth 1 -maxdepth 1 -printf "%Y\\0%s\\0%T@\\0%f\\0"'
 _MKDIR = 'mkdir -- "$1"'
 _DELETE = '{ [ -e "$1" ] || [ -L "$1" ]; } || { echo "No such file or directory" >&2; exit 1; }; rm -rf -- "$1"'
 _USAGE = 'du -s -x -B1 -- "$1"'
+_WRITABLE = 'test -w "$1" || { echo "Permission denied" >&2; exit 1; }'
 _CAT = 'cat -- "$1"'
 
 # stat's %F and find's %Y, in the API's words.
@@ -389,6 +392,9 @@ class DockerFiles:
     def _upload_blocking(self, api: docker.APIClient, container_id: str, place: FilesPlace,
                          path: FilesPath, content: IO[bytes], size: int) -> tuple[Entry, bool]:
         target = self._target_blocking(api, container_id, place, path)
+        parent = target.rpartition("/")[0] or "/"
+        # The engine writes the archive as root: whether the user may write there is asked first.
+        _checked(api, container_id, place, _WRITABLE, parent)
         try:
             existing = self._resolve_blocking(api, container_id, place, target)
         except NoSuchFile:
@@ -399,7 +405,6 @@ class DockerFiles:
             usage = int(_checked(api, container_id, place, _USAGE, place.home.path).split()[0])
             if usage + size > place.quota:
                 raise QuotaExceeded(usage, size, place.quota)
-        parent = target.rpartition("/")[0] or "/"
         try:
             api.put_archive(container_id, parent, tar_stream(path.name, size, content, place.home.uid, time.time()))
         except NotFound as e:
