@@ -2,7 +2,8 @@
 -> the relay as twistd on loopback -> the home's files container of the demo image.
 
 A folder made with the keyboard, several files uploaded at once and one dropped, each with its
-progress; a download; a delete; a share shown read-only; and the panel passes axe-core.
+progress; a download; a delete; a share shown read-only; in English and German, and the panel
+passes axe-core.
 """
 
 from __future__ import annotations
@@ -45,21 +46,24 @@ def row(page, name: str):  # type: ignore[no-untyped-def]
     return page.locator("#files-list tbody tr", has_text=name)
 
 
+@pytest.mark.parametrize("lang", ["en", "de"])
 def test_files_are_made_uploaded_dropped_downloaded_and_deleted_in_the_panel(
-    relay_with_share: RelayProcess, tab, tmp_path: Path,
+    relay_with_share: RelayProcess, tab, tmp_path: Path, lang: str,
 ) -> None:
-    alice = tab(relay_with_share, "alice")
+    alice = tab(relay_with_share, "alice", lang)
     page = alice.page
-    page.locator("#files-crumbs [aria-current=location]", has_text="My files").wait_for()
+    w = alice.words.gettext
+    page.get_by_role("heading", name=w("My files")).wait_for()
+    page.locator("#files-crumbs [aria-current=location]", has_text=w("My files")).wait_for()
 
     # A folder, with the keyboard alone.
     page.focus("#files-folder-name")
     page.keyboard.type("Homework")
     page.keyboard.press("Enter")
-    page.locator("#files-status", has_text="Folder Homework made.").wait_for()
-    page.get_by_role("button", name="Open folder Homework").click()
+    page.locator("#files-status", has_text=w("Folder {name} made.", name="Homework")).wait_for()
+    page.get_by_role("button", name=w("Open folder {name}", name="Homework")).click()
     page.locator("#files-crumbs [aria-current=location]", has_text="Homework").wait_for()
-    page.get_by_text("This folder is empty.").wait_for()
+    page.get_by_text(w("This folder is empty.")).wait_for()
 
     # Two files at once, then one dropped.
     first, second = tmp_path / "essay.txt", tmp_path / "data.bin"
@@ -80,15 +84,15 @@ def test_files_are_made_uploaded_dropped_downloaded_and_deleted_in_the_panel(
     assert download.value.suggested_filename == "essay.txt"
 
     page.once("dialog", lambda dialog: dialog.accept())
-    row(page, "essay.txt").get_by_role("button", name="Delete essay.txt").click()
-    page.locator("#files-status", has_text="essay.txt deleted.").wait_for()
+    row(page, "essay.txt").get_by_role("button", name=w("Delete {name}", name="essay.txt")).click()
+    page.locator("#files-status", has_text=w("{name} deleted.", name="essay.txt")).wait_for()
     row(page, "essay.txt").wait_for(state="detached")
 
     # Back to the home, into the share: read, not changed.
-    page.locator("#files-crumbs button", has_text="My files").click()
-    page.get_by_role("button", name="Open folder Shared").click()
-    page.get_by_role("button", name="Open folder maths").click()
+    page.locator("#files-crumbs button", has_text=w("My files")).click()
+    page.get_by_role("button", name=w("Open folder {name}", name="Shared")).click()
+    page.get_by_role("button", name=w("Open folder {name}", name="maths")).click()
     row(page, "sheet.txt").locator(".read-only").wait_for()
-    page.get_by_text("This is a shared folder").wait_for()
+    page.get_by_text(w("This is a shared folder: you can read and download, not change it.")).wait_for()
     assert page.locator("#files-choose").is_disabled()
     assert_accessible(page, "the dashboard's files panel in a read-only share")
