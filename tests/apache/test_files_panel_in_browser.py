@@ -16,6 +16,8 @@ import pytest
 from axe_pages import assert_accessible
 from relay_harness import RelayProcess
 
+from desktop_relay.files.containers import LABEL_FILES_INSTANCE
+
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
 DROP = """([name, text]) => {
@@ -42,19 +44,29 @@ def relay_with_share(relay_factory: Callable[..., RelayProcess], docker_client: 
         volume.remove(force=True)
 
 
+def files_containers(engine: docker.DockerClient, relay: RelayProcess) -> list[object]:
+    return engine.containers.list(filters={"label": f"{LABEL_FILES_INSTANCE}={relay.instance}"})
+
+
 def row(page, name: str):  # type: ignore[no-untyped-def]
     return page.locator("#files-list tbody tr", has_text=name)
 
 
 @pytest.mark.parametrize("lang", ["en", "de"])
 def test_files_are_made_uploaded_dropped_downloaded_and_deleted_in_the_panel(
-    relay_with_share: RelayProcess, tab, tmp_path: Path, lang: str,
+    relay_with_share: RelayProcess, docker_client: docker.DockerClient, tab, tmp_path: Path, lang: str,
 ) -> None:
     alice = tab(relay_with_share, "alice", lang)
     page = alice.page
     w = alice.words.gettext
     page.get_by_role("heading", name=w("My files")).wait_for()
+    # Shown on request: until then no files container runs for this pupil.
+    show = page.get_by_role("button", name=w("Show my files"))
+    assert show.get_attribute("aria-expanded") == "false"
+    assert not files_containers(docker_client, relay_with_share)
+    show.click()
     page.locator("#files-crumbs [aria-current=location]", has_text=w("My files")).wait_for()
+    assert len(files_containers(docker_client, relay_with_share)) == 1
 
     # A folder, with the keyboard alone.
     page.focus("#files-folder-name")
@@ -88,8 +100,12 @@ def test_files_are_made_uploaded_dropped_downloaded_and_deleted_in_the_panel(
     page.locator("#files-status", has_text=w("{name} deleted.", name="essay.txt")).wait_for()
     row(page, "essay.txt").wait_for(state="detached")
 
+    # Left open, it is open again on the next visit.
+    page.reload()
+    page.get_by_role("button", name=w("Hide my files")).wait_for()
+    page.get_by_role("button", name=w("Open folder {name}", name="Homework")).wait_for()
+
     # Back to the home, into the share: read, not changed.
-    page.locator("#files-crumbs button", has_text=w("My files")).click()
     page.get_by_role("button", name=w("Open folder {name}", name="Shared")).click()
     page.get_by_role("button", name=w("Open folder {name}", name="maths")).click()
     row(page, "sheet.txt").locator(".read-only").wait_for()

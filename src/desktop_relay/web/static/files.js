@@ -1,4 +1,6 @@
-// The dashboard's "My files" panel: a home's folders from /api/files/, opened one at a time with
+// The dashboard's "My files" panel, shown on request (and then again on the next visits): each
+// view of a home starts its files container on the server, which a pupil who never looks at
+// their files should not cost. A home's folders come from /api/files/, opened one at a time with
 // a path of links back up; files downloaded by plain links, uploaded (chosen or dropped, several
 // at once, one after another) with a progress bar each, folders made and things deleted. Shared
 // folders are shown read-only. Every result is announced to screen readers (#files-status).
@@ -16,6 +18,10 @@
   const drop = document.getElementById("files-drop");
   const folderForm = document.getElementById("files-new-folder");
   const folderName = document.getElementById("files-folder-name");
+  const show = document.getElementById("files-show");
+  const body = document.getElementById("files-body");
+  // Whether this browser last left the panel open.
+  const REMEMBER = "desktop-relay-files-shown";
   // Where the panel is: the home's key and the folder's path below it ("" for the home itself).
   const place = { key: null, path: "", writable: false };
   let maxUpload = Infinity;
@@ -108,16 +114,15 @@
   function draw(listing) {
     place.writable = listing.writable;
     drawCrumbs();
-    const body = table.tBodies[0];
-    const caption = table.caption;
-    caption.textContent = t("Files in {folder}", { folder: place.path || t("My files") });
-    body.replaceChildren(...listing.entries.map(row));
+    const rows = table.tBodies[0];
+    table.caption.textContent = t("Files in {folder}", { folder: place.path || t("My files") });
+    rows.replaceChildren(...listing.entries.map(row));
     if (listing.entries.length === 0) {
       const empty = element("td", t("This folder is empty."));
       empty.colSpan = 4;
       const tr = element("tr");
       tr.append(empty);
-      body.append(tr);
+      rows.append(tr);
     }
     for (const control of [chooser, folderName, folderForm.querySelector("button"), document.getElementById("files-choose")]) {
       control.disabled = !place.writable;
@@ -244,6 +249,16 @@
 
   homeChoice.addEventListener("change", () => { place.key = homeChoice.value; open("", false); });
 
+  function showPanel(shown) {
+    body.hidden = !shown;
+    show.setAttribute("aria-expanded", String(shown));
+    show.textContent = shown ? t("Hide my files") : t("Show my files");
+    try { window.localStorage.setItem(REMEMBER, shown ? "1" : ""); } catch (_) { /* storage refused */ }
+    if (shown) { open(place.path, false); }
+  }
+
+  show.addEventListener("click", () => showPanel(body.hidden));
+
   async function start() {
     let homes;
     try {
@@ -260,7 +275,9 @@
     homeChoice.replaceChildren(...homes.homes.map((home) => element("option", home.title, { value: home.key })));
     homeChoice.parentElement.hidden = homes.homes.length < 2;
     place.key = homes.homes[0].key;
-    await open("", false);
+    let remembered = false;
+    try { remembered = window.localStorage.getItem(REMEMBER) === "1"; } catch (_) { /* storage refused */ }
+    if (remembered) { showPanel(true); }
   }
 
   start();
