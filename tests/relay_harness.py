@@ -277,7 +277,7 @@ def docker_client() -> Iterator[docker.DockerClient]:
 
 @pytest.fixture
 def relay_factory(tmp_path: Path, docker_client: docker.DockerClient) -> Iterator[Callable[..., RelayProcess]]:
-    """Make and start relays; all are stopped and their containers removed after the test."""
+    """Make and start relays; all are stopped and their containers and volumes removed after the test."""
     relays: list[RelayProcess] = []
 
     def make(**kwargs: Any) -> RelayProcess:
@@ -291,6 +291,9 @@ def relay_factory(tmp_path: Path, docker_client: docker.DockerClient) -> Iterato
         relay.stop()
         for container in docker_client.containers.list(all=True, filters={"label": f"{LABEL_INSTANCE}={relay.instance}"}):
             container.remove(force=True)
+        # Home volumes, made by desktops and by the files panel.
+        for volume in docker_client.volumes.list(filters={"label": f"{LABEL_INSTANCE}={relay.instance}"}):
+            volume.remove(force=True)
 
 
 @pytest.fixture

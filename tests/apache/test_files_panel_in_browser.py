@@ -8,7 +8,7 @@ passes axe-core.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import docker
@@ -31,17 +31,12 @@ DROP = """([name, text]) => {
 
 
 @pytest.fixture
-def relay_with_share(relay_factory: Callable[..., RelayProcess], docker_client: docker.DockerClient,
-                     tmp_path: Path) -> Iterator[RelayProcess]:
+def relay_with_share(relay_factory: Callable[..., RelayProcess], tmp_path: Path) -> RelayProcess:
     shares = tmp_path / "shares"
     (shares / "maths").mkdir(parents=True)
     (shares / "maths" / "sheet.txt").write_text("1 + 1 = 2\n")
-    relay = relay_factory(sections={"homes": {"share_roots": str(shares)},
-                                    "share:maths": {"path": str(shares / "maths"), "groups": "*"}})
-    yield relay
-    relay.stop()
-    for volume in docker_client.volumes.list(filters={"label": f"org.desktop-relay.instance={relay.instance}"}):
-        volume.remove(force=True)
+    return relay_factory(sections={"homes": {"share_roots": str(shares)},
+                                   "share:maths": {"path": str(shares / "maths"), "groups": "*"}})
 
 
 def files_containers(engine: docker.DockerClient, relay: RelayProcess) -> list[object]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import http.client
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import docker
@@ -20,23 +20,6 @@ from desktop_relay.files.containers import LABEL_FILES_INSTANCE
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
 HOME = "/home/kasm-user"
-
-
-@pytest.fixture
-def files_relay(relay_factory: Callable[..., RelayProcess], docker_client: docker.DockerClient,
-                ) -> Iterator[Callable[..., RelayProcess]]:
-    """relay_factory, with the home volumes of its relays removed afterwards."""
-    made: list[RelayProcess] = []
-
-    def make(**kwargs: object) -> RelayProcess:
-        made.append(relay_factory(**kwargs))
-        return made[-1]
-
-    yield make
-    for relay in made:
-        relay.stop()
-        for volume in docker_client.volumes.list(filters={"label": f"org.desktop-relay.instance={relay.instance}"}):
-            volume.remove(force=True)
 
 
 def signed_in(relay: RelayProcess, user: str = "alice") -> Browser:
@@ -56,9 +39,9 @@ def files_container(docker_client: docker.DockerClient, relay: RelayProcess):  #
 
 
 def test_an_upload_comes_back_byte_for_byte_owned_by_the_desktop_user(
-    files_relay: Callable[..., RelayProcess], docker_client: docker.DockerClient,
+    relay_factory: Callable[..., RelayProcess], docker_client: docker.DockerClient,
 ) -> None:
-    relay = files_relay()
+    relay = relay_factory()
     alice = signed_in(relay)
     homes = alice.api("GET", "/files/").json()
     assert [home["key"] for home in homes["homes"]] == ["default"]
@@ -89,9 +72,9 @@ def test_an_upload_comes_back_byte_for_byte_owned_by_the_desktop_user(
 
 
 def test_dot_dot_a_symbolic_link_out_of_the_home_and_a_locked_folder_are_refused(
-    files_relay: Callable[..., RelayProcess], docker_client: docker.DockerClient,
+    relay_factory: Callable[..., RelayProcess], docker_client: docker.DockerClient,
 ) -> None:
-    relay = files_relay()
+    relay = relay_factory()
     alice = signed_in(relay)
     # Encoded, so that no client on the way takes the dots out: the relay sees "..".
     for path in ("default/%2E%2E/%2E%2E/etc/passwd", "default/%2E%2E/", "default/a%2F..%2F..%2Fetc"):
@@ -123,9 +106,9 @@ def test_dot_dot_a_symbolic_link_out_of_the_home_and_a_locked_folder_are_refused
 
 
 def test_an_upload_over_the_limit_and_one_over_the_quota_get_413(
-    files_relay: Callable[..., RelayProcess],
+    relay_factory: Callable[..., RelayProcess],
 ) -> None:
-    relay = files_relay(sections={"homes": {"files_max_upload": "1m"}, "desktop:demo": {"home_quota": "2500000"}})
+    relay = relay_factory(sections={"homes": {"files_max_upload": "1m"}, "desktop:demo": {"home_quota": "2500000"}})
     alice = signed_in(relay)
     # Declared too large: answered before a byte of the body is sent.
     connection = http.client.HTTPConnection("127.0.0.1", relay.port, timeout=30)
@@ -148,12 +131,12 @@ def test_an_upload_over_the_limit_and_one_over_the_quota_get_413(
     assert "three.bin" not in [e["name"] for e in alice.api("GET", "/files/default/").json()["entries"]]
 
 
-def test_a_share_is_listed_and_read_only(files_relay: Callable[..., RelayProcess], tmp_path: Path) -> None:
+def test_a_share_is_listed_and_read_only(relay_factory: Callable[..., RelayProcess], tmp_path: Path) -> None:
     shares = tmp_path / "shares"
     (shares / "maths").mkdir(parents=True)
     (shares / "maths" / "sheet.txt").write_text("1 + 1 = 2\n")
     (shares / "maths").chmod(0o755)
-    relay = files_relay(sections={"homes": {"share_roots": str(shares)},
+    relay = relay_factory(sections={"homes": {"share_roots": str(shares)},
                                   "share:maths": {"path": str(shares / "maths"), "groups": "*"}})
     alice = signed_in(relay)
     (home,) = alice.api("GET", "/files/").json()["homes"]
@@ -170,9 +153,9 @@ def test_a_share_is_listed_and_read_only(files_relay: Callable[..., RelayProcess
 
 
 def test_the_files_container_goes_after_files_idle_and_comes_back_on_the_next_request(
-    files_relay: Callable[..., RelayProcess], docker_client: docker.DockerClient,
+    relay_factory: Callable[..., RelayProcess], docker_client: docker.DockerClient,
 ) -> None:
-    relay = files_relay(sections={"homes": {"files_idle": "1s"}})
+    relay = relay_factory(sections={"homes": {"files_idle": "1s"}})
     alice = signed_in(relay)
     assert put(alice, "default/kept.txt", b"still here").status_code == 201
     label = {"label": f"{LABEL_FILES_INSTANCE}={relay.instance}"}
