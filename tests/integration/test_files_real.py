@@ -63,6 +63,12 @@ def test_an_upload_comes_back_byte_for_byte_owned_by_the_desktop_user(
         ["stat", "-c", "%u:%g %n", f"{HOME}/Übungen", f"{HOME}/Übungen/data set.bin"])
     assert owners.output.decode().splitlines() == [f"1000:1000 {HOME}/Übungen", f"1000:1000 {HOME}/Übungen/data set.bin"]
 
+    # Writes come from the relay's own pages only, and only for someone signed in.
+    foreign = alice.http.put(relay.url + "/api/files/default/evil.bin", data=b"x", timeout=30,
+                             headers={"Origin": "https://elsewhere.example"})
+    assert foreign.status_code == 403 and foreign.json()["type"].endswith(":cross-origin-request")
+    assert relay.client().get("/api/files/default/").status_code == 401
+
     # Bob has a home of his own: alice's folder is not in it.
     bob = signed_in(relay, "bob")
     assert "Übungen" not in [e["name"] for e in bob.api("GET", "/files/default/").json()["entries"]]
