@@ -153,6 +153,8 @@ def test_a_share_is_listed_and_read_only(relay_factory: Callable[..., RelayProce
     assert alice.get("/api/files/default/Shared/maths/sheet.txt").content == b"1 + 1 = 2\n"
     assert put(alice, "default/Shared/maths/mine.txt", b"x").status_code == 403
     assert alice.api("DELETE", "/files/default/Shared/maths/sheet.txt").status_code == 403
+    assert [(e["name"], e["writable"]) for e in alice.api("GET", "/files/default/").json()["entries"]
+            if e["name"] == "Shared"] == [("Shared", False)]
     assert alice.api("DELETE", "/files/default/Shared").status_code == 403
     assert (shares / "maths" / "sheet.txt").exists()
     assert [p.name for p in (shares / "maths").iterdir()] == ["sheet.txt"]

@@ -37,7 +37,7 @@ from ..files.errors import (
     QuotaExceeded,
     ReadOnly,
 )
-from ..files.paths import BadPath, FilesPath, files_path, in_share
+from ..files.paths import BadPath, FilesPath, deletable, files_path, in_share
 from ..i18n import N_
 from .guard import RequestGuard, identity_of
 from .responses import (
@@ -138,7 +138,7 @@ class FilesAPI:
             "writable": not in_share(path.inside, shares),
             "entries": [
                 {"name": e.name, "type": e.kind, "size": e.size, "modified": e.modified,
-                 "writable": not in_share(f"{path.inside}/{e.name}", shares)}
+                 "writable": deletable(f"{path.inside}/{e.name}", place.home.path, shares)}
                 for e in entries
             ],
         })

@@ -132,9 +132,10 @@
   }
 
   async function open(path, focus) {
-    place.path = path;
     try {
-      draw(await relayApi.call("GET", apiPath(path, true)));
+      const listing = await relayApi.call("GET", apiPath(path, true));
+      place.path = path;
+      draw(listing);
     } catch (error) {
       say(relayApi.problemText(error));
       return;
