@@ -230,9 +230,9 @@ class DockerFiles:
         """The home's container, held (made if there is none): the holding, and when it is ready."""
         volume = place.home.volume
         held = self._held.get(volume)
+        new = held is None
         if held is None:
             held = self._held[volume] = _Held()
-            self._create(place, held)
         held.busy += 1
         if held.timer is not None and held.timer.active():
             held.timer.cancel()
@@ -241,6 +241,9 @@ class DockerFiles:
             return held, succeed(held.container_id)
         waiting: Deferred[str] = Deferred()
         held.waiting.append(waiting)
+        # After the waiter is in: a creation that fails at once must find it to tell.
+        if new:
+            self._create(place, held)
         return held, waiting
 
     def _create(self, place: FilesPlace, held: _Held) -> None:
