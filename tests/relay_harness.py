@@ -31,6 +31,7 @@ IMAGE = os.environ.get("DESKTOP_RELAY_TEST_IMAGE", "desktop-relay/demo-desktop:l
 PASSWORD = "correct horse battery"
 READY_LINE = "desktop-relay ready at"
 LABEL_INSTANCE = "org.desktop-relay.instance"
+LABEL_FILES_INSTANCE = "org.desktop-relay.files-instance"
 
 
 def free_port() -> int:
@@ -264,7 +265,10 @@ def vnc_handshake(ws: ClientConnection) -> tuple[int, int, bytes]:
 def remove_leftovers(docker_client: docker.DockerClient, relay: RelayProcess) -> None:
     """Remove a stopped relay's containers, then its users' homes (which outlive containers on purpose)."""
     label = {"label": f"{LABEL_INSTANCE}={relay.instance}"}
-    for container in docker_client.containers.list(all=True, filters=label):
+    # The files panel's containers carry an instance label of their own (files/containers.py).
+    files = {"label": f"{LABEL_FILES_INSTANCE}={relay.instance}"}
+    for container in [*docker_client.containers.list(all=True, filters=label),
+                      *docker_client.containers.list(all=True, filters=files)]:
         container.remove(force=True)
     for volume in docker_client.volumes.list(filters=label):
         volume.remove(force=True)

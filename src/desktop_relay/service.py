@@ -28,9 +28,10 @@ from .auth.websessions import WebSessions
 from .backend import quiet_pool
 from .capacity import CapacityLimits
 from .config import ConfigError, RelayConfig
-from .engine import DockerProvisioner, docker_threadpool
+from .engine import ContainerEngineUnavailable, DockerProvisioner, docker_threadpool
 from .engine.docker_volumes import DockerHomeVolumes
 from .fdlimit import desktops_for, raise_soft_limit
+from .files import DockerFiles
 from .homes.usage import HomeUsage
 from .lifecycle import DesktopSessions, LifecycleService
 from .metrics import RelayMetrics, metrics_root
@@ -50,6 +51,8 @@ from .web.admin.sessions import SessionsAdmin
 from .web.admin.users import UsersAdmin
 from .web.api import UserAPI
 from .web.app import RelayWeb
+from .web.bodies import bounded_request
+from .web.files import FilesAPI
 from .web.guard import RequestGuard
 from .web.pages import Pages
 
@@ -178,6 +181,11 @@ class RelayService(MultiService):
         self.reloader = ConfigReloader(config, self.sessions, self.store, reactor)
         self._sighup = SighupReload(self.reloader, reactor)
         self._sighup.setServiceParent(self)
+        # The files panel's containers, one per home in use (files/, docs/files.md).
+        self.files = DockerFiles(provisioner, home_volumes, reactor, config.instance,
+                                 config.homes.files_idle)
+        files_api = FilesAPI(self.files, guard, config.instance, self.sessions.desktops_for, config.shares,
+                             config.homes.files_max_upload)
         admin_auth = AdminAuth(self.store, guard, reactor)
         admin = AdminAPI(admin_auth, {
             "sessions": SessionsAdmin(admin_auth, self.store, self.sessions, self.bridges).app.resource(),
@@ -192,7 +200,7 @@ class RelayService(MultiService):
             headers=headers,
             sign_in_timeout=config.oidc.sign_in_timeout if config.oidc else 600,
             throttle=LoginThrottle(reactor, config.login_attempts, config.login_window),
-            api=UserAPI(self.store, self.sessions, guard, admin_auth.caller),
+            api=UserAPI(self.store, self.sessions, guard, admin_auth.caller, files_api.app.resource()),
             access=self.access,
             assets=AssetRelay(reactor, cache=ClientFileCache()),
             bridges=self.bridges,
@@ -204,6 +212,8 @@ class RelayService(MultiService):
         )
         site = _RelaySite(web.resource())
         site.displayTracebacks = False
+        # No request body beyond the largest upload reaches the disk (web/bodies.py).
+        site.requestFactory = bounded_request(config.homes.files_max_upload)
         self._listener = StreamServerEndpointService(serverFromString(reactor, config.listen), site)
         # A port that cannot be bound is fatal: twistd should exit, not run without listening.
         self._listener._raiseSynchronously = True
@@ -252,6 +262,7 @@ class RelayService(MultiService):
             except SignInFailed as e:
                 self._log.warn("OpenID provider not reachable yet, will retry at sign-in: {problem}",
                                problem=e.detail)
+        yield self._sweep_files()
         self.lifecycle.setServiceParent(self)
         self._purger.setServiceParent(self)
         self._sighup.accepting = True
@@ -267,6 +278,18 @@ class RelayService(MultiService):
             self._log.info("metrics at /metrics on {listen}", listen=self.config.metrics_listen)
         self._log.info("desktop-relay ready at {url} (instance {instance})",
                        url=self.config.public_url, instance=self.config.instance)
+
+    @inlineCallbacks
+    def _sweep_files(self) -> Generator[Deferred[Any], Any, None]:
+        """Remove the files containers an earlier process left; an engine that is down now
+        leaves them to the next start (each is replaced on its home's next use anyway)."""
+        try:
+            removed = yield self.files.sweep()
+        except ContainerEngineUnavailable as e:
+            self._log.warn("files containers of an earlier run not removed: {reason}", reason=str(e))
+            return
+        if removed:
+            self._log.info("removed {count} files container(s) of an earlier run", count=removed)
 
     def admin_groups(self, auth: AdminAuth) -> dict[str, IResource]:
         """The admin API groups of the catalog, the engine and the reload, for AdminAPI to mount."""
@@ -292,6 +315,10 @@ class RelayService(MultiService):
             working.cancel()
         yield DeferredList(self.sessions.working(), consumeErrors=True)
         yield self.store.close()
+        try:
+            yield self.files.stop()
+        except ContainerEngineUnavailable as e:
+            self._log.warn("files containers not removed: {reason}", reason=str(e))
         self._docker_pool.stop()
 
 

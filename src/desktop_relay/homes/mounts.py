@@ -22,12 +22,17 @@ def desktop_mounts(
             continue
         if not share.allows(user_id, groups):
             continue
-        if share.path is not None:
-            mounts.append(Mount(source=str(share.path), target=share.target_in(desktop), read_only=True, kind="bind"))
-        else:
-            assert share.volume is not None  # config sets exactly one of path and volume
-            mounts.append(Mount(source=share.volume, target=share.target_in(desktop), read_only=True, kind="volume"))
+        mounts.append(share_mount(share, desktop))
     return tuple(mounts)
+
+
+def share_mount(share: ShareSettings, desktop: DesktopType) -> Mount:
+    """A share, read-only, where containers of this desktop have it."""
+    target = share.target_in(desktop)
+    if share.path is not None:
+        return Mount(source=str(share.path), target=target, read_only=True, kind="bind")
+    assert share.volume is not None  # config sets exactly one of path and volume
+    return Mount(source=share.volume, target=target, read_only=True, kind="volume")
 
 
 def home_quota(key: str, desktops: Iterable[DesktopType]) -> int | None:

@@ -11,6 +11,7 @@ from klein import Klein
 from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.logger import Logger
 from twisted.web.iweb import IRequest
+from twisted.web.resource import IResource
 from twisted.web.server import Request
 from werkzeug.exceptions import HTTPException
 
@@ -113,12 +114,15 @@ class UserAPI:
     def __init__(
         self, store: SQLiteStore, sessions: DesktopSessions, guard: RequestGuard,
         admin_caller: Callable[[IRequest], Deferred[Any]] | None = None,
+        files: IResource | None = None,
     ) -> None:
         self._store = store
         self._sessions = sessions
         self._guard = guard
         # AdminAuth.caller: fires for a caller who may use the admin API, fails for anyone else.
         self._admin_caller = admin_caller
+        # The files API (web/files.py), at /api/files/.
+        self._files = files
 
     @app.handle_errors(Problem)
     def _problem(self, request: IRequest, failure: Any) -> bytes:
@@ -157,6 +161,12 @@ class UserAPI:
         # The answer depends on who asks: no shared cache may keep one for another.
         request.setHeader(b"Vary", b"Cookie, Authorization")
         return json_response(request, document)
+
+    @app.route("/files/", branch=True)
+    def files(self, request: IRequest) -> IResource:
+        if self._files is None:
+            raise Problem(404, "no-such-page", N_("Not Found"))
+        return self._files
 
     @app.route("/me", methods=["GET"])
     @inlineCallbacks
