@@ -8,7 +8,7 @@ import threading
 import pytest
 from twisted.internet.defer import CancelledError
 
-from desktop_relay.engine.docker import DockerImagePull
+from desktop_relay.engine.docker_pull import DockerImagePull
 
 
 def worker(pull: DockerImagePull) -> tuple[threading.Thread, list[bool]]:

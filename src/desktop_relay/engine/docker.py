@@ -3,8 +3,8 @@
 Owns the docker-py client (created lazily, API version negotiated, recreated after the engine
 went away), how a ContainerSpec becomes a container (labels, limits, loopback-only port), and
 how engine failures become ContainerEngineUnavailable, ContainerEngineTimedOut or
-ContainerStartFailed, and image pulls (DockerImagePull: a streaming pull in a worker, paused and
-stopped from the reactor). The event stream is docker_events.py's, the clean-up after a start the
+ContainerStartFailed, and image pulls (run here, steered through docker_pull.py's DockerImagePull).
+The event stream is docker_events.py's, the clean-up after a start the
 engine did not answer in time docker_sweeper.py's, the translation of engine data
 _docker_common.py's. Nothing here runs on the reactor thread except logging, timers and the
 Deferred plumbing.
@@ -25,7 +25,7 @@ from docker.constants import DEFAULT_DOCKER_API_VERSION, MINIMUM_DOCKER_API_VERS
 from docker.errors import APIError, DockerException, ImageNotFound, NotFound
 from docker.types import Mount as DockerMount
 from docker.utils import parse_repository_tag, version_lt
-from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorFromThreads, IReactorTime
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
@@ -36,6 +36,7 @@ from zope.interface import implementer
 from ..metrics import RelayMetrics
 from ._docker_common import LOOPBACK, PORT_KEY, api_reason, container_info_from_inspect, container_name, shorten
 from .docker_events import EventFollower
+from .docker_pull import DockerImagePull
 from .docker_sweeper import LEFTOVER_WATCH, LeftoverSweeper
 from .interface import (
     DESKTOP_PORT,
@@ -576,54 +577,3 @@ class DockerProvisioner:
             if info is not None:
                 found.append(info)
         return found
-
-
-@implementer(IImagePull)
-class DockerImagePull:
-    """One pull running in a worker thread; the reactor side pauses, resumes or stops it."""
-
-    # How often a paused worker looks whether the pull was given up meanwhile.
-    _PAUSED_CHECK = 0.5
-
-    def __init__(self, on_progress: PullProgress) -> None:
-        self._on_progress = on_progress
-        self._wanted = threading.Event()
-        self._wanted.set()
-        self._stopped = False
-        self.done: Deferred[None] = Deferred(lambda _: self.stopProducing())
-
-    # -- reactor thread ---------------------------------------------------------------
-
-    def pauseProducing(self) -> None:
-        self._wanted.clear()
-
-    def resumeProducing(self) -> None:
-        self._wanted.set()
-
-    def stopProducing(self) -> None:
-        """Give up: the worker stops reading at its next message and closes the stream."""
-        self._stopped = True
-        self._wanted.set()
-        if not self.done.called:
-            self.done.errback(CancelledError("the image pull was given up"))
-
-    def deliver(self, message: Mapping[str, Any]) -> None:
-        if not self.done.called:
-            self._on_progress(message)
-
-    def finished(self, result: object) -> None:
-        if self.done.called:
-            return  # given up: whatever the worker ended with is nobody's business now
-        if isinstance(result, Failure):
-            self.done.errback(result)
-        else:
-            self.done.callback(None)
-
-    # -- worker thread ----------------------------------------------------------------
-
-    def wait_until_wanted(self) -> bool:
-        """Block while paused; False once the pull was given up."""
-        while not self._wanted.wait(self._PAUSED_CHECK):
-            if self._stopped:
-                return False
-        return not self._stopped
