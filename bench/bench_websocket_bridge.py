@@ -561,9 +561,16 @@ def run_bench(args: argparse.Namespace) -> None:
     try:
         task.react(lambda r: defer.Deferred.fromCoroutine(main(r)))
     finally:
+        # All told first, then waited for: a backend still busy streaming may not hear its
+        # SIGTERM in time, and must not keep a core busy after the benchmark is gone.
         for proc in procs.values():
             proc.terminate()
-            proc.wait(10)
+        for proc in procs.values():
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
         for peer in nginx.values():
             peer.stop()
 
