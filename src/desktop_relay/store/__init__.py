@@ -1,15 +1,16 @@
 """The relay's store: desktop sessions and their queue, idle clocks, signed-in browsers, the audit
-trail, admin tokens and the users seen; in SQLite (the embedded default), behind one class made
-of one mixin per table.
+trail, admin tokens and the users seen, the warm pool and the lessons' pre-starts; in SQLite
+(the embedded default), behind one class made of one mixin per table.
 
 Modules: records (the values), connection (the thread, transactions, the versioned schema),
-desktop_sessions, web_sessions, audit, admin (tokens, users seen). A second implementation
-(PostgreSQL, for several relays) would offer the same methods.
+desktop_sessions, web_sessions, audit, admin (tokens, users seen), pool (pooled containers,
+pre-starts). A second implementation (PostgreSQL, for several relays) would offer the same methods.
 """
 
 from .admin import AdminQueries, TokenNameTaken
 from .audit import AuditFilter, AuditQueries
 from .desktop_sessions import DesktopSessionQueries
+from .pool import PoolContainer, PoolQueries, Prestart
 from .records import (
     ACTIVE_STATES,
     FAILED,
@@ -29,7 +30,7 @@ from .records import (
 from .web_sessions import WebSessionQueries
 
 
-class SQLiteStore(DesktopSessionQueries, WebSessionQueries, AuditQueries, AdminQueries):
+class SQLiteStore(DesktopSessionQueries, WebSessionQueries, AuditQueries, AdminQueries, PoolQueries):
     """Asynchronous access to the SQLite database; every method returns a Deferred."""
 
 
@@ -45,6 +46,8 @@ __all__ = [
     "STOPPING",
     "AdminToken",
     "DesktopSession",
+    "PoolContainer",
+    "Prestart",
     "SQLiteStore",
     "SeenUser",
     "SessionFilter",
