@@ -53,6 +53,11 @@ class DesktopSessionQueries(SQLiteConnection):
             if limits.memory_budget is not None and session.memory > limits.memory_budget:
                 raise DoesNotFit(session.memory, limits.memory_budget)
             _insert(c, attr.evolve(session, state=QUEUED))
+            # Before the promotion's lines (a pooled container's claim): the start came first.
+            execute(
+                c, "INSERT INTO audit (at, actor, action, target, detail) VALUES (?, ?, ?, ?, ?)",
+                (session.created, session.owner, "start", session.id, session.desktop),
+            )
             started = _promote(c, limits, session.created) if can_start else []
             if all(s.id != session.id for s in started):
                 if not queue:
@@ -64,10 +69,6 @@ class DesktopSessionQueries(SQLiteConnection):
                     raise QueueFull(limits.max_queued)
             admitted = _one(c, "SELECT * FROM desktop_sessions WHERE id = ?", (session.id,))
             assert admitted is not None
-            execute(
-                c, "INSERT INTO audit (at, actor, action, target, detail) VALUES (?, ?, ?, ?, ?)",
-                (session.created, session.owner, "start", session.id, session.desktop),
-            )
             return (admitted, True, started)
 
         return self._run(admit)
