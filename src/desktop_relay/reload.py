@@ -62,6 +62,8 @@ RESTART_SETTINGS = {
     "metrics_token": "[metrics] token_file",
     "log_format": "[relay] log_format",
     "site": "[site]",
+    # The timetables are read when the relay starts (lifecycle/timetable.py).
+    "schedules": "[schedule:NAME]",
 }
 # The settings a reload applies, with their place in relay.ini.
 RELOADED_SETTINGS = {

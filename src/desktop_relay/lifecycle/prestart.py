@@ -59,13 +59,9 @@ class LessonPrestarts:
                 yield self._prestart(settings, lesson, now)
         yield self._watch_claims(now)
 
-    def upcoming(self, now: float, within: float) -> list[tuple[ScheduleSettings, Lesson]]:
-        """Each schedule's lessons that begin within `within` seconds from `now`, in order."""
-        return sorted(
-            ((settings, lesson) for settings, timetable in self._schedules.values()
-             for lesson in timetable.lessons(now, now + within)),
-            key=lambda found: (found[1].start, found[0].name),
-        )
+    def upcoming(self, now: float, within: float) -> list[tuple[ScheduleSettings, list[Lesson]]]:
+        """Each schedule, with its lessons that begin within `within` seconds from `now`."""
+        return [(settings, timetable.lessons(now, now + within)) for settings, timetable in self._schedules.values()]
 
     @inlineCallbacks
     def _prestart(self, settings: ScheduleSettings, lesson: Lesson, now: float) -> Generator[Deferred[Any], Any, None]:

@@ -116,6 +116,11 @@ class PoolQueries(SQLiteConnection):
         return self._run(lambda c: _pool_all(
             c, "SELECT * FROM pool_containers WHERE session_id IS NULL ORDER BY created, id", ()))
 
+    def claimed_pool(self) -> Deferred[list[PoolContainer]]:
+        """The pool containers claimed by sessions still recorded as theirs, latest claim first."""
+        return self._run(lambda c: _pool_all(
+            c, "SELECT * FROM pool_containers WHERE session_id IS NOT NULL ORDER BY claimed_at DESC, id", ()))
+
     def pool_entry(self, pool_id: str) -> Deferred[PoolContainer | None]:
         """One pool container, claimed or not, by its id (its container's session label)."""
         return self._run(lambda c: _pool_one(c, "SELECT * FROM pool_containers WHERE id = ?", (pool_id,)))

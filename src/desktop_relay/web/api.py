@@ -24,7 +24,8 @@ from ..lifecycle import (
     UnknownDesktop,
 )
 from ..lifecycle.steps import step_of
-from ..store import FAILED, QUEUED, READY, STARTING, STOPPED, DesktopSession, SQLiteStore
+from ..store import FAILED, QUEUED, READY, STARTING, STOPPED, DesktopSession, Prestart, SQLiteStore
+from ..store.pool import PRESTARTED
 from .endings import ending_of
 from .guard import RequestGuard, identity_of
 from .openapi import admin_document, user_document
@@ -55,10 +56,11 @@ def client_url(session_id: str) -> str:
 
 def session_view(
     session: DesktopSession, sessions: DesktopSessions, position: int | None = None,
-    words: Language | None = None,
+    words: Language | None = None, prestart: Prestart | None = None,
 ) -> dict[str, Any]:
     """A desktop session as the browser may see it (no container password, no host port), its
-    reason in the reader's language (words; English without)."""
+    reason in the reader's language (words; English without); `prestart` when it was started
+    for the user before a lesson."""
     words = words or language(DEFAULT_LANGUAGE)
     desktop = sessions.desktop(session.desktop)
     timing = sessions.timing_of(session)
@@ -89,6 +91,8 @@ def session_view(
         "now": sessions.now(),
         "url": f"/desktop/{session.id}/",
         "client_url": client_url(session.id),
+        "prestart": {"lesson": prestart.lesson, "claim_deadline": prestart.claim_deadline,
+                     "opened": prestart.outcome != PRESTARTED} if prestart is not None else None,
     }
     if session.state == QUEUED:
         view["position"] = position
@@ -174,11 +178,12 @@ class UserAPI:
     @inlineCallbacks
     def list_sessions(self, request: IRequest):  # type: ignore[no-untyped-def]
         web = yield self._guard.signed_in(request)
-        sessions = yield self._store.sessions_of(web.user_id)
+        sessions = (yield self._store.sessions_of(web.user_id))[:RECENT_SESSIONS]
         positions = yield self._store.queue_positions()
+        prestarts = yield self._store.prestarts_of(s.id for s in sessions)
         return json_response(request, [
-            session_view(s, self._sessions, positions.get(s.id), request_language(request))
-            for s in sessions[:RECENT_SESSIONS]
+            session_view(s, self._sessions, positions.get(s.id), request_language(request), prestarts.get(s.id))
+            for s in sessions
         ])
 
     @app.route("/sessions", methods=["POST"])
@@ -250,7 +255,8 @@ class UserAPI:
         position = None
         if session.state == QUEUED:
             position = (yield self._store.queue_positions()).get(session.id)
-        return session_view(session, self._sessions, position, request_language(request))
+        prestart = (yield self._store.prestarts_of([session.id])).get(session.id)
+        return session_view(session, self._sessions, position, request_language(request), prestart)
 
     @inlineCallbacks
     def _own_session(self, user_id: str, session_id: str):  # type: ignore[no-untyped-def]
