@@ -270,14 +270,14 @@ class DesktopSessions:
             # Every start passes through the queue (a start that fits at once waits 0 s).
             self._metrics.start_left_queue(session.desktop, session.updated - session.created)
             self.watch.changed([session.id])
-            if session.container_id is not None:
-                # It took a ready container from the warm pool: only the readiness check is left.
+            if session.state == READY and session.ready_at is not None:
+                # It took a ready container from the warm pool: nothing is left to wait for.
+                self._metrics.start_ready(session.desktop, session.ready_at - session.created)
                 self._log.info(
                     "session {session}: {user} took pooled container {container} of {desktop}",
-                    session=session.id, user=session.owner, container=session.container_id[:12],
+                    session=session.id, user=session.owner, container=(session.container_id or "")[:12],
                     desktop=session.desktop,
                 )
-                self._work(session, self._wait_until_ready(session))
             else:
                 self._work(session, self._launch(session))
 

@@ -20,7 +20,7 @@ from twisted.internet.defer import Deferred
 from ..capacity import CapacityLimits, Claim, choose_starts
 from .admin import _user
 from .connection import SQLiteConnection, execute
-from .records import ACTIVE_STATES, HOLDING_STATES, QUEUED, STARTING, DesktopSession, SeenUser
+from .records import ACTIVE_STATES, HOLDING_STATES, QUEUED, READY, STARTING, DesktopSession, SeenUser
 
 POOL_STARTING, POOL_READY = "starting", "ready"
 
@@ -209,8 +209,8 @@ def pool_holdings(c: sqlite3.Connection) -> list[Claim]:
 def claim_pooled(c: sqlite3.Connection, queued: Iterable[DesktopSession], now: float) -> list[DesktopSession]:
     """Give queued sessions, in queue order, a ready container of their desktop from the pool
     (the oldest first: fresh ones replace it), and audit each claim. The container's capacity
-    becomes the session's, so no limit is asked again. Returns the sessions, now starting with
-    their container (the readiness check that follows takes a few milliseconds)."""
+    becomes the session's, so no limit is asked again. Returns the sessions, ready at once: the
+    container answered when it joined the pool, and one that died since has left it (events)."""
     claimed = []
     for session in queued:
         row = c.execute(
@@ -222,9 +222,9 @@ def claim_pooled(c: sqlite3.Connection, queued: Iterable[DesktopSession], now: f
         execute(c, "UPDATE pool_containers SET session_id = ?, claimed_at = ? WHERE id = ?",
                 (session.id, now, row["id"]))
         execute(
-            c, "UPDATE desktop_sessions SET state = ?, container_id = ?, host_port = ?, vnc_password = ?, updated = ?"
-            " WHERE id = ? AND state = ?",
-            (STARTING, row["container_id"], row["host_port"], row["vnc_password"], now, session.id, QUEUED),
+            c, "UPDATE desktop_sessions SET state = ?, container_id = ?, host_port = ?, vnc_password = ?,"
+            " ready_at = ?, last_connected = ?, updated = ? WHERE id = ? AND state = ?",
+            (READY, row["container_id"], row["host_port"], row["vnc_password"], now, now, now, session.id, QUEUED),
         )
         execute(c, "INSERT INTO audit (at, actor, action, target, detail) VALUES (?, ?, ?, ?, ?)",
                 (now, session.owner, "pool-claim", session.id, f"{session.desktop} {row['container_id'][:12]}"))
