@@ -138,12 +138,6 @@ class PoolQueries(SQLiteConnection):
             ACTIVE_STATES,
         ).rowcount)
 
-    def claimed_from_pool(self, session_ids: Iterable[str]) -> Deferred[set[str]]:
-        """Which of these sessions run in a container taken from the pool."""
-        ids = list(session_ids)
-        return self._run(lambda c: {row[0] for row in c.execute(
-            f"SELECT session_id FROM pool_containers WHERE session_id IN ({_marks(ids)})", ids)})
-
     # -- pre-starts ---------------------------------------------------------------------
 
     def members_seen(self, group: str) -> Deferred[list[SeenUser]]:
