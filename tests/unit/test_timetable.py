@@ -132,3 +132,16 @@ def test_a_calendar_file_is_read_again_when_it_changes_and_kept_when_it_breaks(t
     os.utime(path, (2, 2))
     timetable.refresh()
     assert timetable.lessons(*span) == [lesson]
+
+
+def test_a_schedule_whose_lines_cannot_be_read_stops_the_start_with_the_one_line_error() -> None:
+    from types import SimpleNamespace
+
+    from desktop_relay.config import ConfigError
+    from desktop_relay.service import _timetables
+
+    schedule = ScheduleSettings(name="7a", group="7a", desktop="demo", times=("montag 08:00-08:45",),
+                                calendar=None, lead=600, claim_window=900, timezone="Europe/Berlin")
+    config = SimpleNamespace(source="/etc/desktop-relay/relay.ini", schedules={"7a": schedule})
+    with pytest.raises(ConfigError, match=r"^/etc/desktop-relay/relay.ini: \[schedule:7a\] times: 'montag"):
+        _timetables(config)

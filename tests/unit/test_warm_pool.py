@@ -263,3 +263,20 @@ async def test_a_pool_container_that_cannot_start_is_not_tried_again_every_tick(
     await world.maintain()
     assert len(world.pooled_containers()) == 1
     await world.leave()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_pooled_container_still_starting_at_a_restart_is_waited_for_not_lost(store: SQLiteStore) -> None:
+    before = PoolWorld(store, pool_size=1)
+    before.probe.ready = False
+    await before.pool.maintain()
+    for working in before.pool.working():
+        working.cancel()  # the relay process stops while its pool container starts
+    await before.leave()
+    after = PoolWorld(store, engine=before.engine, clock=before.clock, pool_size=1)
+    await reconcile(after.sessions, store, after.pool)
+    await after.maintain()
+    (entry,) = await store.pooled()
+    assert entry.state == POOL_READY and entry.container_id == before.pooled_containers()[0]
+    assert before.engine.removed == []
+    await after.leave()
