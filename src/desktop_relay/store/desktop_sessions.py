@@ -31,8 +31,8 @@ class DesktopSessionQueries(SQLiteConnection):
 
         Returns (session, created, started): the user's active session of the same desktop
         instead of a new one (created False), else the new session (queued, or starting if
-        it fits now), and every session this moved from queued to starting, the new one
-        included. Raises SessionLimitReached, DoesNotFit or QueueFull, writing nothing.
+        it fits now, ready if it took a pooled container), and every session this moved out of
+        the queue, the new one included. Raises SessionLimitReached, DoesNotFit or QueueFull, writing nothing.
         `can_start` False (the engine is away) queues without starting anything. A new session's
         "start" audit line is written in the same transaction. `queue` False (a lesson's
         pre-start) starts it only if it fits now, else raises NoRoomNow, writing nothing.
@@ -74,7 +74,8 @@ class DesktopSessionQueries(SQLiteConnection):
         return self._run(admit)
 
     def promote(self, limits: CapacityLimits, now: float) -> Deferred[list[DesktopSession]]:
-        """Move the queued sessions that fit now to starting, in queue order; returns them."""
+        """Move the queued sessions that fit now to starting (or, with a pooled container, to
+        ready), in queue order; returns them."""
         return self._run(lambda c: _promote(c, limits, now))
 
     def queue_positions(self) -> Deferred[dict[str, int]]:
