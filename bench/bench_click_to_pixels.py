@@ -40,7 +40,7 @@ SESSIONS = {"check_interval": "1s"}
 def lesson_soon() -> str:
     """A weekday line for a lesson 3 minutes from now (UTC), within a 10-minute lead."""
     start = datetime.now(UTC) + timedelta(minutes=3)
-    end = start + timedelta(minutes=45)
+    end = min(start + timedelta(minutes=45), start.replace(hour=23, minute=59))  # a lesson ends the same day
     return f"{start.strftime('%a').lower()} {start:%H:%M}-{end:%H:%M}"
 
 
