@@ -280,3 +280,23 @@ async def test_a_pooled_container_still_starting_at_a_restart_is_waited_for_not_
     assert entry.state == POOL_READY and entry.container_id == before.pooled_containers()[0]
     assert before.engine.removed == []
     await after.leave()
+
+
+@pytest_twisted.ensureDeferred
+async def test_aged_containers_keep_serving_while_their_replacements_start(store: SQLiteStore) -> None:
+    world = PoolWorld(store, pool_size=3)
+    await world.maintain()
+    old = set(world.pooled_containers())
+    world.clock.advance(3601)
+    bigger = desktop("demo", home="none", pool_size=4, pool_max_age=3600.0)
+    world.sessions.reconfigure({"demo": bigger}, world.sessions.limits, 2)
+    world.probe.ready = False
+    await world.pool.maintain()
+    # Four fresh ones starting, none ready: all three old ones still serve.
+    assert old <= set(world.pooled_containers()) and len(world.pooled_containers()) == 7
+    world.probe.ready = True
+    world.clock.advance(0.1)
+    await world.settle()
+    await world.maintain()
+    assert not old & set(world.pooled_containers()) and len(world.pooled_containers()) == 4
+    await world.leave()

@@ -105,10 +105,10 @@ class WarmPool:
         fresh = fresh[:desktop.pool_size]
         # An aged container still serves until a fresh one is ready to take its place.
         ready = sum(e.state == POOL_READY for e in fresh)
-        serving = max(0, desktop.pool_size - ready)
-        for entry in aged[:len(aged) - serving]:
+        surplus = max(0, len(aged) - max(0, desktop.pool_size - ready))
+        for entry in aged[:surplus]:
             yield self._retire(entry, f"older than pool_max_age ({desktop.pool_max_age:g} s)")
-        aged = aged[len(aged) - serving:]
+        aged = aged[surplus:]
         not_before = self._backoff.get(desktop.name, (0, 0.0))[1]
         for _ in range(desktop.pool_size - len(fresh)):
             if now < not_before:
