@@ -182,3 +182,22 @@ async def test_after_a_restart_a_lesson_is_not_prestarted_again_and_its_window_s
     await after.tick()
     assert await store.active_sessions() == []
     assert {m.outcome for m in await store.prestarts_since(0)} == {"unclaimed"}
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_prestart_opened_between_two_ticks_counts_as_opened(store: SQLiteStore) -> None:
+    await seen(store, "anna", "klasse-7a")
+    world = LessonWorld(store)
+    world.at("07:51")
+    await world.tick()
+    (session,) = await store.active_sessions()
+    world.at("08:05")
+    # A short visit the ticks did not see, but the audit trail did.
+    await store.audit(world.clock.seconds(), "anna", "connect", session.id)
+    await store.audit(world.clock.seconds() + 1, "anna", "disconnect", session.id)
+    await world.tick()
+    world.at("08:15")
+    await world.tick()
+    assert (await store.get_session(session.id)).end_reason != "unclaimed"
+    (mark,) = await store.prestarts_since(0)
+    assert mark.outcome == "opened"

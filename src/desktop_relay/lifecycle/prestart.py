@@ -23,7 +23,7 @@ from ..capacity import DoesNotFit, NoRoomNow, SessionLimitReached
 from ..config import ScheduleSettings
 from ..engine.interface import ContainerEngineUnavailable
 from ..i18n import N_
-from ..store import READY, Prestart, SQLiteStore
+from ..store import READY, AuditFilter, Prestart, SQLiteStore
 from ..store.pool import ALREADY_RUNNING, AT_LIMIT, ENDED, NOT_ALLOWED, OPENED, PRESTARTED, UNCLAIMED
 from .reasons import UNCLAIMED as UNCLAIMED_END
 from .reasons import minutes
@@ -111,9 +111,7 @@ class LessonPrestarts:
             session = yield self._store.get_session(mark.session_id)
             if session is None or not session.active:
                 yield self._store.settle_prestart(mark.session_id, ENDED, now)
-            elif session.state == READY and (
-                self._connected(session.id) > 0 or self._sessions.activity.last_input(session.id) is not None
-            ):
+            elif session.state == READY and (yield self._opened(session.id)):
                 # Its idle clock starts now, when the pupil came, not when it was started for them.
                 self._sessions.activity.touch(session.id)
                 yield self._store.settle_prestart(mark.session_id, OPENED, now)
@@ -128,6 +126,15 @@ class LessonPrestarts:
             else:
                 held.add(session.id)
         self._sessions.hold(frozenset(held))
+
+
+    @inlineCallbacks
+    def _opened(self, session_id: str) -> Generator[Deferred[Any], Any, bool]:
+        """Whether the pupil came: connected now, typed, or connected since the last tick (the
+        audit trail has a line for every desktop connection)."""
+        if self._connected(session_id) > 0 or self._sessions.activity.last_input(session_id) is not None:
+            return True
+        return bool((yield self._store.audit_trail(1, AuditFilter(target=session_id, action="connect"))))
 
 
 def _local(at: float, zone: str) -> str:
