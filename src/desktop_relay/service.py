@@ -159,7 +159,8 @@ class RelayService(MultiService):
             ),
             metrics=self.metrics,
         )
-        self.pool = WarmPool(self.sessions, self.store, reactor, probe, start_timeout=config.start_timeout)
+        self.pool = WarmPool(self.sessions, self.store, reactor, probe, start_timeout=config.start_timeout,
+                             metrics=self.metrics)
         self.prestarts = LessonPrestarts(
             self.sessions, self.store, reactor, _timetables(config),
             connected=lambda session_id: len(self.bridges.bridges_for_session(session_id)),

@@ -17,6 +17,7 @@ from desktop_relay.lifecycle import DesktopSessions
 from desktop_relay.lifecycle.events import EventHandler
 from desktop_relay.lifecycle.pool import FIRST_RETRY, WarmPool, fingerprint
 from desktop_relay.lifecycle.reconcile import reconcile
+from desktop_relay.metrics import RelayMetrics
 from desktop_relay.store import QUEUED, READY, SQLiteStore
 from desktop_relay.store.pool import POOL_READY, POOL_STARTING
 
@@ -50,7 +51,8 @@ class PoolWorld:
             desktops={"demo": self.demo, "plain": desktop("plain")}, instance="test", max_per_user=2,
             start_timeout=5, stop_timeout=1, limits=CapacityLimits(**limits),
         )
-        self.pool = WarmPool(self.sessions, store, self.clock, self.probe, start_timeout=5)
+        self.metrics = RelayMetrics()
+        self.pool = WarmPool(self.sessions, store, self.clock, self.probe, start_timeout=5, metrics=self.metrics)
         self.events = EventHandler(self.sessions, store, self.clock, pool=self.pool)
         self.follower = self.engine.follow_events("test", self.events, lambda: None, lambda reason: None)
 
@@ -86,6 +88,8 @@ async def test_the_pool_fills_to_pool_size_with_unowned_pooled_containers(store:
     assert all(e.fingerprint == fingerprint(world.demo) for e in entries)
     await world.maintain()
     assert len(world.pooled_containers()) == 2  # full: nothing more is started
+    assert world.metrics.registry.get_sample_value(
+        "desktop_relay_pool_containers", {"desktop": "demo", "state": "ready"}) == 2
     await world.leave()
 
 

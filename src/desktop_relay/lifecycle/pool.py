@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import secrets
+from collections import Counter
 from collections.abc import Callable, Generator
 from typing import Any
 
@@ -25,6 +26,7 @@ from twisted.python.failure import Failure
 from ..backend import Backend
 from ..config import DesktopType
 from ..engine.interface import ContainerEngineUnavailable, ContainerInfo, ContainerSpec, ContainerStartFailed
+from ..metrics import RelayMetrics
 from ..store import PoolContainer, SQLiteStore
 from ..store.pool import POOL_READY, POOL_STARTING
 from .reasons import POOL
@@ -53,13 +55,14 @@ class WarmPool:
 
     def __init__(
         self, sessions: DesktopSessions, store: SQLiteStore, clock: IReactorTime,
-        probe: Callable[[Backend], Deferred[bool]], *, start_timeout: float,
+        probe: Callable[[Backend], Deferred[bool]], *, start_timeout: float, metrics: RelayMetrics | None = None,
     ) -> None:
         self._sessions = sessions
         self._store = store
         self._clock = clock
         self._probe = probe
         self._start_timeout = start_timeout
+        self._metrics = metrics or RelayMetrics()
         # Pool containers this process is creating or waiting for.
         self._working: dict[str, Deferred[None]] = {}
         # desktop -> (failures in a row, no new container before this time)
@@ -93,6 +96,7 @@ class WarmPool:
         for name, desktop in desktops.items():
             if desktop.pool_size:
                 yield self._keep_full(desktop, kept[name], now)
+        self._metrics.pool_counted(Counter((e.desktop, e.state) for e in (yield self._store.pooled())))
 
     @inlineCallbacks
     def _keep_full(
