@@ -37,6 +37,12 @@ setup(
         "Babel>=2.12",
         # The pages' templates: autoescaping HTML, and Babel extracts their strings (jinja2.ext).
         "Jinja2>=3.1",
+        # Lesson times from the school's timetable export (.ics): icalendar parses RFC 5545 (the
+        # Plone/collective project, typed and maintained since 2005); recurring-ical-events, by
+        # the same circle, expands RRULE/RDATE/EXDATE and moved occurrences, which is where
+        # hand-written calendar code goes wrong.
+        "icalendar>=6.0",
+        "recurring-ical-events>=3.3",
     ],
     extras_require={
         "test": [

@@ -90,6 +90,7 @@ class FakeContainer:
             oom_killed=self.oom_killed,
             started_at=self.started_at,
             finished_at=None if running else self.finished_at,
+            pooled=self.spec.pooled,
         )
 
 

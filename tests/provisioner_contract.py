@@ -193,6 +193,16 @@ class ProvisionerContract:
         ]
 
     @pytest_twisted.ensureDeferred
+    async def test_a_pooled_container_is_listed_as_pooled_with_no_owner(
+        self, provisioner: IContainerProvisioner, instance: str, desktop: DesktopType
+    ) -> None:
+        pooled = await provisioner.start(attr.evolve(make_spec(instance, desktop, owner=""), pooled=True))
+        ordinary = await provisioner.start(make_spec(instance, desktop))
+        listed = {info.container_id: info for info in await provisioner.list_managed(instance)}
+        assert listed[pooled.container_id].pooled and listed[pooled.container_id].owner == ""
+        assert not listed[ordinary.container_id].pooled
+
+    @pytest_twisted.ensureDeferred
     async def test_remove_removes_the_container_and_may_be_repeated(
         self, provisioner: IContainerProvisioner, instance: str, desktop: DesktopType
     ) -> None:

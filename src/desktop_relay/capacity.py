@@ -20,6 +20,10 @@ class QueueFull(Exception):
     """The start does not fit now and the queue is full."""
 
 
+class NoRoomNow(Exception):
+    """A start that may not wait (a lesson's pre-start) does not fit now."""
+
+
 class DoesNotFit(Exception):
     """The desktop's memory limit alone exceeds the server's memory budget: it could never start."""
 

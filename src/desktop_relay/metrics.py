@@ -98,6 +98,10 @@ class RelayMetrics:
             PREFIX + "docker_errors", "Docker engine calls that failed, by operation and kind",
             ["operation", "kind"], registry=r,
         )
+        self._pool = Gauge(
+            PREFIX + "pool_containers", "Warm pool containers waiting for a start, by desktop and state",
+            ["desktop", "state"], registry=r,
+        )
         self._sign_ins = Counter(
             PREFIX + "sign_ins", "Sign-in attempts by method and result", ["method", "result"], registry=r,
         )
@@ -117,6 +121,12 @@ class RelayMetrics:
     def start_left_queue(self, desktop: str, seconds: float) -> None:
         """A start got its turn (its container is being made) after waiting this long."""
         self._queue_wait.labels(desktop).observe(max(0.0, seconds))
+
+    def pool_counted(self, counts: Mapping[tuple[str, str], int]) -> None:
+        """The unclaimed pool containers now, by (desktop, state); replaces the previous count."""
+        self._pool.clear()
+        for (desktop, state), count in counts.items():
+            self._pool.labels(desktop, state).set(count)
 
     # -- WebSocket bridges ----------------------------------------------------------------
 

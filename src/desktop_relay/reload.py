@@ -65,6 +65,7 @@ RESTART_SETTINGS = {
     # Mounted at each start and measured on a timer made at start.
     "homes": "[homes]",
     "shares": "[share:NAME]",
+    # The timetables are read when the relay starts (lifecycle/timetable.py).
     "schedules": "[schedule:NAME]",
 }
 # The settings a reload applies, with their place in relay.ini.

@@ -6,6 +6,7 @@ This is the one place that knows every part; the parts only know the interfaces 
 from __future__ import annotations
 
 from collections.abc import Generator
+from pathlib import Path
 from typing import Any
 
 from treq.client import HTTPClient
@@ -13,6 +14,7 @@ from twisted.application.internet import StreamServerEndpointService, TimerServi
 from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred, DeferredList, inlineCallbacks
 from twisted.internet.endpoints import serverFromString
+from twisted.internet.threads import deferToThread
 from twisted.logger import Logger
 from twisted.web.client import Agent
 from twisted.web.resource import IResource
@@ -27,13 +29,16 @@ from .auth.throttle import LoginThrottle
 from .auth.websessions import WebSessions
 from .backend import quiet_pool
 from .capacity import CapacityLimits
-from .config import ConfigError, RelayConfig
+from .config import ConfigError, RelayConfig, ScheduleSettings
 from .engine import ContainerEngineUnavailable, DockerProvisioner, docker_threadpool
 from .engine.docker_volumes import DockerHomeVolumes
 from .fdlimit import desktops_for, raise_soft_limit
 from .files import DockerFiles
 from .homes.usage import HomeUsage
 from .lifecycle import DesktopSessions, LifecycleService
+from .lifecycle.pool import WarmPool
+from .lifecycle.prestart import LessonPrestarts
+from .lifecycle.timetable import Timetable, TimetableError, read_if_changed, timetable_for
 from .metrics import RelayMetrics, metrics_root
 from .readiness import ReadinessProbe
 from .relay.assets import AssetRelay
@@ -46,6 +51,7 @@ from .web.admin import AdminAPI, AdminAuth
 from .web.admin.audit import AuditAdmin
 from .web.admin.desktops import DesktopsAdmin
 from .web.admin.engine import EngineAdmin
+from .web.admin.pool import PoolAdmin, PrestartsAdmin
 from .web.admin.reload import ReloadAdmin
 from .web.admin.sessions import SessionsAdmin
 from .web.admin.users import UsersAdmin
@@ -135,10 +141,11 @@ class RelayService(MultiService):
             listener=BridgeAudit(self.store, reactor),
             metrics=self.metrics,
         )
+        probe = ReadinessProbe(reactor).probe
         self.sessions = DesktopSessions(
             store=self.store,
             provisioner=provisioner,
-            probe=ReadinessProbe(reactor).probe,
+            probe=probe,
             clock=reactor,
             desktops=config.desktops,
             instance=config.instance,
@@ -165,6 +172,12 @@ class RelayService(MultiService):
             # A home past its quota is warned about on its desktop's page from this measurement on.
             on_measured=lambda: self.sessions.watch.changed(self.sessions.watch.session_ids()),
         )
+        self.pool = WarmPool(self.sessions, self.store, reactor, probe, start_timeout=config.start_timeout,
+                             metrics=self.metrics)
+        self.prestarts = LessonPrestarts(
+            self.sessions, self.store, reactor, _timetables(config),
+            connected=lambda session_id: len(self.bridges.bridges_for_session(session_id)),
+        )
         self.lifecycle = LifecycleService(
             self.sessions, self.store, reactor,
             check_interval=config.lifecycle_check_interval,
@@ -174,6 +187,8 @@ class RelayService(MultiService):
             audit_keep=config.audit_keep,
             metrics=self.metrics,
             measurements=[(self.home_usage.measure, config.homes.usage_interval)],
+            pool=self.pool,
+            prestarts=self.prestarts,
         )
         self.access = DesktopAccess(self.store, self.sessions, guard)
         self.access.remember_grants(self.bridges, reactor)
@@ -292,7 +307,8 @@ class RelayService(MultiService):
             self._log.info("removed {count} files container(s) of an earlier run", count=removed)
 
     def admin_groups(self, auth: AdminAuth) -> dict[str, IResource]:
-        """The admin API groups of the catalog, the engine and the reload, for AdminAPI to mount."""
+        """The admin API groups of the catalog, the engine, the reload, the pool and the pre-starts,
+        for AdminAPI to mount."""
         return {
             "desktops": DesktopsAdmin(auth, self.sessions, self.store, self._reactor).app.resource(),
             "engine": EngineAdmin(
@@ -300,6 +316,8 @@ class RelayService(MultiService):
                 started=self.started, bridge_count=lambda: self.bridges.bridge_count,
             ).app.resource(),
             "reload": ReloadAdmin(auth, self.reloader).app.resource(),
+            "pool": PoolAdmin(auth, self.store, self.sessions).app.resource(),
+            "prestarts": PrestartsAdmin(auth, self.store, self.prestarts, self._reactor).app.resource(),
             # /api/admin/audit and /api/admin/audit.csv
             **AuditAdmin(self.store, auth, self._reactor).resources(),
         }
@@ -320,6 +338,23 @@ class RelayService(MultiService):
         except ContainerEngineUnavailable as e:
             self._log.warn("files containers not removed: {reason}", reason=str(e))
         self._docker_pool.stop()
+
+
+def _timetables(config: RelayConfig) -> dict[str, tuple[ScheduleSettings, Timetable]]:
+    """Each schedule's timetable, read now; lines or a calendar that cannot be read stop the start
+    with the usual one-line error. A calendar is read again, in a thread, when it changes."""
+
+    def read(path: Path, mtime: float | None) -> Deferred[tuple[float, bytes | None]]:
+        return deferToThread(read_if_changed, path, mtime)
+
+    timetables: dict[str, tuple[ScheduleSettings, Timetable]] = {}
+    for name, schedule in config.schedules.items():
+        try:
+            timetables[name] = (schedule, timetable_for(schedule, read))
+        except (TimetableError, OSError) as e:
+            key = "times" if schedule.calendar is None else "calendar"
+            raise ConfigError(f"{config.source}: [schedule:{name}] {key}: {e}") from None
+    return timetables
 
 
 def build_relay(config: RelayConfig, reactor: Any) -> RelayService:

@@ -19,6 +19,7 @@ from .interface import (
     DESKTOP_PORT,
     LABEL_DESKTOP,
     LABEL_OWNER,
+    LABEL_POOL,
     LABEL_SESSION,
     ContainerEvent,
     ContainerInfo,
@@ -71,6 +72,7 @@ def container_info_from_inspect(attrs: Mapping[str, Any]) -> ContainerInfo:
         oom_killed=bool(state.get("OOMKilled")),
         finished_at=finished_at,
         started_at=engine_time(state.get("StartedAt")),
+        pooled=labels.get(LABEL_POOL) == "yes",
     )
 
 def container_event_from_engine(message: Mapping[str, Any]) -> ContainerEvent | None:

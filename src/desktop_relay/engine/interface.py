@@ -116,6 +116,8 @@ class ContainerInfo:
     finished_at: float | None = None
     # Epoch seconds of the last start; None when it never ran.
     started_at: float | None = None
+    # Started for the warm pool (LABEL_POOL): its session label is the pool's id, not a session's.
+    pooled: bool = False
 
 
 @attr.s(frozen=True, auto_attribs=True)

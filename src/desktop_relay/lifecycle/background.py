@@ -1,5 +1,6 @@
-"""The lifecycle's background work, in one service: the event follower, the reaper and queue
-drain tick, and the periodic reconcile. With several relays, one elected process runs it."""
+"""The lifecycle's background work, in one service: the event follower, the tick (lessons'
+pre-starts, the reaper, the queue, then the warm pool), and the periodic reconcile. With several
+relays, one elected process runs it."""
 
 from __future__ import annotations
 
@@ -16,6 +17,8 @@ from ..engine.interface import ContainerEngineUnavailable, IEventFollower
 from ..metrics import RelayMetrics
 from ..store import SQLiteStore
 from .events import EventHandler
+from .pool import WarmPool
+from .prestart import LessonPrestarts
 from .reconcile import reconcile
 from .sessions import DesktopSessions
 
@@ -43,17 +46,21 @@ class LifecycleService(Service):
         audit_keep: float | None = None,
         metrics: RelayMetrics | None = None,
         measurements: Sequence[tuple[Callable[[], Deferred[None]], float]] = (),
+        pool: WarmPool | None = None,
+        prestarts: LessonPrestarts | None = None,
     ) -> None:
         """`measurements`: (work, interval) run at start and then every interval, such as the
         homes' usage."""
         self.sessions = sessions
+        self.pool = pool
+        self.prestarts = prestarts
         self._store = store
         self._clock = clock
         self._check_interval = check_interval
         self._reconcile_interval = reconcile_interval
         self._memory_budget_auto = memory_budget_auto
         self._metrics = metrics or RelayMetrics()
-        self.events = EventHandler(sessions, store, clock)
+        self.events = EventHandler(sessions, store, clock, pool=pool)
         self._follower: IEventFollower | None = None
         self._loops = [
             self._loop(self._tick, check_interval),
@@ -125,8 +132,13 @@ class LifecycleService(Service):
     @inlineCallbacks
     def _tick(self) -> Generator[Deferred[Any], Any, None]:
         yield self._learn_budget()
+        if self.prestarts is not None:
+            yield self.prestarts.tick()
         yield self.sessions.reap()
         yield self.sessions.drain()
+        if self.pool is not None:
+            # After the queue: the pool refills only with room that nobody waiting can use.
+            yield self.pool.maintain()
         # The sessions gauge reads this count: a scrape never waits for the database.
         self._metrics.sessions_counted((yield self._store.count_active()))
 
@@ -150,7 +162,7 @@ class LifecycleService(Service):
 
             self._reconciling.addBoth(finished)
             return waiting
-        d: Deferred[None] = reconcile(self.sessions, self._store)
+        d: Deferred[None] = reconcile(self.sessions, self._store, self.pool)
         self._reconciling = d
 
         def done(result: object) -> object:
@@ -167,5 +179,10 @@ class LifecycleService(Service):
         if self._follower is not None:
             yield self._follower.stop()
         yield DeferredList(self.events.pending(), consumeErrors=True)
+        if self.pool is not None:
+            # A pool container cut off while starting is finished or retired by the next relay.
+            for working in self.pool.working():
+                working.cancel()
+            yield DeferredList(self.pool.working(), consumeErrors=True)
         yield self.sessions.flush_activity()
         super().stopService()

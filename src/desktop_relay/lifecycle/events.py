@@ -1,5 +1,7 @@
 """The engine's event stream, applied: a container that dies ends its session within a second,
-and a container that appears for a session that is not starting is removed at once."""
+and a container that appears for a session that is not starting is removed at once. A pooled
+container is the pool's until a session claims it (its label names the pool id, the store the
+session)."""
 
 from __future__ import annotations
 
@@ -13,7 +15,8 @@ from twisted.logger import Logger
 
 from ..engine.interface import ContainerEngineUnavailable, ContainerEvent
 from ..i18n import N_
-from ..store import READY, STARTING, SQLiteStore
+from ..store import READY, STARTING, DesktopSession, SQLiteStore
+from .pool import WarmPool
 from .reasons import CRASHED, OUT_OF_MEMORY, START_FAILED, exit_reason
 from .sessions import DesktopSessions
 
@@ -33,9 +36,10 @@ class EventHandler:
 
     def __init__(
         self, sessions: DesktopSessions, store: SQLiteStore, clock: IReactorTime,
-        shutdown_grace: float = SHUTDOWN_GRACE,
+        shutdown_grace: float = SHUTDOWN_GRACE, pool: WarmPool | None = None,
     ) -> None:
         self._sessions = sessions
+        self._pool = pool
         self._store = store
         self._clock = clock
         self._shutdown_grace = shutdown_grace
@@ -63,10 +67,26 @@ class EventHandler:
         d.addBoth(lambda _: self._pending.discard(d))
 
     @inlineCallbacks
+    def _owner(self, event: ContainerEvent) -> Generator[Deferred[Any], Any, tuple[DesktopSession | None, bool]]:
+        """(the session the container belongs to, whether it waits unclaimed in the pool)."""
+        session = yield self._store.get_session(event.session_id)
+        if session is not None or self._pool is None:
+            return (session, False)
+        entry = yield self._store.pool_entry(event.session_id)
+        if entry is None:
+            return (None, False)
+        if entry.session_id is None:
+            return (None, True)
+        return ((yield self._store.get_session(entry.session_id)), False)
+
+    @inlineCallbacks
     def _died(self, event: ContainerEvent) -> Generator[Deferred[Any], Any, None]:
         signalled = event.container_id in self._signalled
         self._signalled.discard(event.container_id)
-        session = yield self._store.get_session(event.session_id)
+        session, pooled = yield self._owner(event)
+        if pooled and self._pool is not None:
+            yield self._pool.lost(event.session_id, event.container_id)
+            return
         if session is None or session.state not in (STARTING, READY):
             return  # ours to stop, or already ended
         if session.container_id not in (None, event.container_id):
@@ -104,7 +124,9 @@ class EventHandler:
 
     @inlineCallbacks
     def _appeared(self, event: ContainerEvent) -> Generator[Deferred[Any], Any, None]:
-        session = yield self._store.get_session(event.session_id)
+        session, pooled = yield self._owner(event)
+        if pooled:
+            return  # the pool is starting it
         if session is not None and session.state == STARTING and session.container_id in (None, event.container_id):
             return  # the one this relay is creating
         if session is not None and session.state == READY and session.container_id == event.container_id:

@@ -17,11 +17,17 @@ CONTAINER_EXITED = "container-exited"
 OUT_OF_MEMORY = "out-of-memory"
 ENGINE_LOST = "engine-lost"
 START_FAILED = "start-failed"
+# Started before a lesson (prestart.py) and not opened within the schedule's claim_window.
+UNCLAIMED = "unclaimed"
 
 END_REASONS = (
     IDLE, LIFETIME, DISCONNECTED, USER, SIGNED_OUT, ADMIN, TEACHER,
-    CONTAINER_EXITED, OUT_OF_MEMORY, ENGINE_LOST, START_FAILED,
+    CONTAINER_EXITED, OUT_OF_MEMORY, ENGINE_LOST, START_FAILED, UNCLAIMED,
 )
+
+# A warm pool container the pool removed itself (too old, settings changed, no longer wanted):
+# the reason in its log and audit lines. No session ends with it, so it is not an END_REASON.
+POOL = "pool"
 
 # Why a start failed (the session's `failure`, beside end_reason start-failed).
 IMAGE_MISSING = "image-missing"  # the desktop's image is not on the server

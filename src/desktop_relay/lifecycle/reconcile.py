@@ -1,5 +1,6 @@
 """Reconcile: Docker's labelled containers are the truth the store is brought back to, at start,
-after the engine returns, and periodically as a safety net behind the event stream."""
+after the engine returns, and periodically as a safety net behind the event stream. A pooled
+container's label names its pool id: the store says which session, if any, claimed it."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from twisted.logger import Logger
 from ..engine.interface import ContainerInfo
 from ..i18n import N_
 from ..store import QUEUED, STARTING, STOPPING, DesktopSession, SQLiteStore
+from .pool import WarmPool
 from .reasons import ENGINE_LOST, exit_reason
 from .sessions import DesktopSessions
 
@@ -35,10 +37,13 @@ def ending_of(info: ContainerInfo | None, engine_lost_at: float | None) -> tuple
 
 
 @inlineCallbacks
-def reconcile(sessions: DesktopSessions, store: SQLiteStore) -> Generator[Deferred[Any], Any, None]:
+def reconcile(
+    sessions: DesktopSessions, store: SQLiteStore, pool: WarmPool | None = None
+) -> Generator[Deferred[Any], Any, None]:
     """Bring the store in line with the containers Docker reports for this instance."""
     containers: list[ContainerInfo] = yield sessions.provisioner.list_managed(sessions.instance)
-    by_session = {c.session_id: c for c in containers}
+    claims: dict[str, str] = (yield store.pool_claims()) if pool is not None else {}
+    by_session = {claims.get(c.session_id, c.session_id) if c.pooled else c.session_id: c for c in containers}
     lost_at = sessions.engine.lost_at
     for session in (yield store.active_sessions()):
         info = by_session.pop(session.id, None)
@@ -70,8 +75,15 @@ def reconcile(sessions: DesktopSessions, store: SQLiteStore) -> Generator[Deferr
                 )
             if session.state == STARTING and not sessions.working_on(session.id):
                 sessions.watch_until_ready(session)
+    pooled = [info for info in by_session.values() if info.pooled]
     for info in by_session.values():
-        yield _adopt_or_remove(sessions, store, info)
+        if not info.pooled:
+            yield _adopt_or_remove(sessions, store, info)
+    if pool is not None:
+        yield pool.reconcile(pooled)
+    else:
+        for info in pooled:
+            yield sessions.remove_quietly(info.container_id)
     sessions.engine.settled()
     yield sessions.drain()
 

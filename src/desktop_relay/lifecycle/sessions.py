@@ -126,6 +126,9 @@ class DesktopSessions(ContainerLaunch):
         # Desktops a reload removed: no longer offered or started, but their running sessions
         # keep their policies and their owners' access until they end.
         self._retired: dict[str, DesktopType] = {}
+        # Ready sessions started before a lesson for a pupil who has not opened them yet
+        # (prestart.py decides): no idle or disconnect clock runs for them.
+        self._held: frozenset[str] = frozenset()
 
     # -- the catalogue ------------------------------------------------------------------
 
@@ -200,12 +203,13 @@ class DesktopSessions(ContainerLaunch):
 
     @inlineCallbacks
     def start(
-        self, identity: Identity, desktop_name: str
+        self, identity: Identity, desktop_name: str, queue: bool = True
     ) -> Generator[Deferred[Any], Any, tuple[DesktopSession, bool]]:
         """Ask for a desktop for a user; returns (session, created) without waiting for the engine.
 
-        The new session is `starting` when it fits now, else `queued`; an active session of
-        the same desktop is returned instead of a second one (created False). Raises
+        The new session is `starting` when it fits now (with a ready pooled container if there
+        is one), else `queued`, or with `queue` False refused with NoRoomNow; an active session
+        of the same desktop is returned instead of a second one (created False). Raises
         UnknownDesktop, DesktopNotAllowed, and from the store SessionLimitReached, DoesNotFit,
         QueueFull; ContainerEngineUnavailable when the session to hand back cannot be confirmed.
         """
@@ -221,7 +225,7 @@ class DesktopSessions(ContainerLaunch):
             created=now, updated=now, memory=desktop.memory_bytes,
         )
         session, created, started = yield self._store.admit(
-            candidate, self._limits, self._max_per_user, can_start=self.engine.available
+            candidate, self._limits, self._max_per_user, can_start=self.engine.available, queue=queue
         )
         if not created:
             if session.state == READY and not self.engine.available:
@@ -257,7 +261,16 @@ class DesktopSessions(ContainerLaunch):
             # Every start passes through the queue (a start that fits at once waits 0 s).
             self._metrics.start_left_queue(session.desktop, session.updated - session.created)
             self.watch.changed([session.id])
-            self._work(session, self._launch(session))
+            if session.state == READY and session.ready_at is not None:
+                # It took a ready container from the warm pool: nothing is left to wait for.
+                self._metrics.start_ready(session.desktop, session.ready_at - session.created)
+                self._log.info(
+                    "session {session}: {user} took pooled container {container} of {desktop}",
+                    session=session.id, user=session.owner, container=(session.container_id or "")[:12],
+                    desktop=session.desktop,
+                )
+            else:
+                self._work(session, self._launch(session))
 
     def _work(self, session: DesktopSession, d: Deferred[None]) -> None:
         if session.id in self._working:
@@ -377,10 +390,17 @@ class DesktopSessions(ContainerLaunch):
 
     # -- the idle, lifetime and disconnect policies -------------------------------------
 
+    def hold(self, session_ids: frozenset[str]) -> None:
+        """These ready sessions wait, pre-started, for their pupil to open them: the reaper
+        leaves them alone (the lesson's claim window decides their end, prestart.py)."""
+        self._held = session_ids
+
     @inlineCallbacks
     def reap(self) -> Generator[Deferred[Any], Any, None]:
         """Stop the ready sessions whose deadline passed; update warnings; persist activity."""
         for session in (yield self._store.sessions_in(READY)):
+            if session.id in self._held:
+                continue
             if self._connected(session.id) > 0:
                 self.activity.connected(session.id)
             t = self.timing_of(session)

@@ -1,16 +1,18 @@
 """The relay's store: desktop sessions and their queue, idle clocks, signed-in browsers, the audit
-trail, admin tokens and the users seen; in SQLite (the embedded default), behind one class made
-of one mixin per table.
+trail, admin tokens, the users seen, their homes, the warm pool and the lessons' pre-starts; in SQLite
+(the embedded default), behind one class made of one mixin per table.
 
 Modules: records (the values), connection (the thread, transactions, the versioned schema),
 desktop_sessions, web_sessions, audit, admin (tokens, users seen), homes (home volumes and their
-usage). A second implementation (PostgreSQL, for several relays) would offer the same methods.
+usage), pool (pooled containers, pre-starts). A second implementation (PostgreSQL, for several
+relays) would offer the same methods.
 """
 
 from .admin import AdminQueries, TokenNameTaken
 from .audit import AuditFilter, AuditQueries
 from .desktop_sessions import DesktopSessionQueries
 from .homes import HomeQueries, HomeRecord
+from .pool import PoolContainer, PoolQueries, Prestart
 from .records import (
     ACTIVE_STATES,
     FAILED,
@@ -30,7 +32,9 @@ from .records import (
 from .web_sessions import WebSessionQueries
 
 
-class SQLiteStore(DesktopSessionQueries, WebSessionQueries, AuditQueries, AdminQueries, HomeQueries):
+class SQLiteStore(
+    DesktopSessionQueries, WebSessionQueries, AuditQueries, AdminQueries, HomeQueries, PoolQueries
+):
     """Asynchronous access to the SQLite database; every method returns a Deferred."""
 
 
@@ -47,6 +51,8 @@ __all__ = [
     "AdminToken",
     "DesktopSession",
     "HomeRecord",
+    "PoolContainer",
+    "Prestart",
     "SQLiteStore",
     "SeenUser",
     "SessionFilter",

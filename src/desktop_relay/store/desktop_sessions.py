@@ -1,5 +1,5 @@
 """Desktop sessions in SQLite: their rows, the queue, admission under the capacity limits in one
-transaction, and the idle clocks."""
+transaction (taking a warm pool container where one is ready, store/pool.py), and the idle clocks."""
 
 from __future__ import annotations
 
@@ -10,8 +10,9 @@ from typing import Any
 import attr
 from twisted.internet.defer import Deferred
 
-from ..capacity import CapacityLimits, Claim, DoesNotFit, QueueFull, SessionLimitReached, choose_starts
+from ..capacity import CapacityLimits, DoesNotFit, NoRoomNow, QueueFull, SessionLimitReached, choose_starts
 from .connection import SQLiteConnection, execute
+from .pool import claim_pooled, pool_holdings, session_claim
 from .records import ACTIVE_STATES, HOLDING_STATES, QUEUED, STARTING, STOPPING, DesktopSession, SessionFilter
 
 
@@ -23,16 +24,18 @@ class DesktopSessionQueries(SQLiteConnection):
         return self._run(lambda c: _insert(c, session))
 
     def admit(
-        self, session: DesktopSession, limits: CapacityLimits, max_per_user: int, can_start: bool
+        self, session: DesktopSession, limits: CapacityLimits, max_per_user: int, can_start: bool,
+        queue: bool = True,
     ) -> Deferred[tuple[DesktopSession, bool, list[DesktopSession]]]:
         """Take a start into the queue and start what fits, in one transaction.
 
         Returns (session, created, started): the user's active session of the same desktop
         instead of a new one (created False), else the new session (queued, or starting if
-        it fits now), and every session this moved from queued to starting, the new one
-        included. Raises SessionLimitReached, DoesNotFit or QueueFull, writing nothing.
+        it fits now, ready if it took a pooled container), and every session this moved out of
+        the queue, the new one included. Raises SessionLimitReached, DoesNotFit or QueueFull, writing nothing.
         `can_start` False (the engine is away) queues without starting anything. A new session's
-        "start" audit line is written in the same transaction.
+        "start" audit line is written in the same transaction. `queue` False (a lesson's
+        pre-start) starts it only if it fits now, else raises NoRoomNow, writing nothing.
         """
 
         def admit(c: sqlite3.Connection) -> tuple[DesktopSession, bool, list[DesktopSession]]:
@@ -50,8 +53,15 @@ class DesktopSessionQueries(SQLiteConnection):
             if limits.memory_budget is not None and session.memory > limits.memory_budget:
                 raise DoesNotFit(session.memory, limits.memory_budget)
             _insert(c, attr.evolve(session, state=QUEUED))
+            # Before the promotion's lines (a pooled container's claim): the start came first.
+            execute(
+                c, "INSERT INTO audit (at, actor, action, target, detail) VALUES (?, ?, ?, ?, ?)",
+                (session.created, session.owner, "start", session.id, session.desktop),
+            )
             started = _promote(c, limits, session.created) if can_start else []
             if all(s.id != session.id for s in started):
+                if not queue:
+                    raise NoRoomNow(session.desktop)
                 waiting = c.execute(
                     "SELECT COUNT(*) FROM desktop_sessions WHERE state = ?", (QUEUED,)
                 ).fetchone()[0]
@@ -59,16 +69,13 @@ class DesktopSessionQueries(SQLiteConnection):
                     raise QueueFull(limits.max_queued)
             admitted = _one(c, "SELECT * FROM desktop_sessions WHERE id = ?", (session.id,))
             assert admitted is not None
-            execute(
-                c, "INSERT INTO audit (at, actor, action, target, detail) VALUES (?, ?, ?, ?, ?)",
-                (session.created, session.owner, "start", session.id, session.desktop),
-            )
             return (admitted, True, started)
 
         return self._run(admit)
 
     def promote(self, limits: CapacityLimits, now: float) -> Deferred[list[DesktopSession]]:
-        """Move the queued sessions that fit now to starting, in queue order; returns them."""
+        """Move the queued sessions that fit now to starting (or, with a pooled container, to
+        ready), in queue order; returns them."""
         return self._run(lambda c: _promote(c, limits, now))
 
     def queue_positions(self) -> Deferred[dict[str, int]]:
@@ -223,17 +230,17 @@ def _insert(c: sqlite3.Connection, session: DesktopSession) -> None:
     c.execute(f"INSERT INTO desktop_sessions ({names}) VALUES ({', '.join(':' + n for n in row)})", row)
 
 
-def _claim(session: DesktopSession) -> Claim:
-    return Claim(session.id, session.desktop, session.memory, starting=session.state == STARTING)
-
-
 def _promote(c: sqlite3.Connection, limits: CapacityLimits, now: float) -> list[DesktopSession]:
-    holding = _all(c, f"SELECT * FROM desktop_sessions WHERE state IN ({_marks(HOLDING_STATES)})", HOLDING_STATES)
     queued = _all(c, "SELECT * FROM desktop_sessions WHERE state = ? ORDER BY created, rowid", (QUEUED,))
     if not queued:
         return []
-    started = []
-    for session_id in choose_starts(map(_claim, holding), map(_claim, queued), limits):
+    # A ready pooled container is taken first: its capacity is held already.
+    started = claim_pooled(c, queued, now)
+    taken = {s.id for s in started}
+    holding = _all(c, f"SELECT * FROM desktop_sessions WHERE state IN ({_marks(HOLDING_STATES)})", HOLDING_STATES)
+    claims = [*map(session_claim, holding), *pool_holdings(c)]
+    waiting = (session_claim(s) for s in queued if s.id not in taken)
+    for session_id in choose_starts(claims, waiting, limits):
         c.execute(
             "UPDATE desktop_sessions SET state = ?, updated = ? WHERE id = ? AND state = ?",
             (STARTING, now, session_id, QUEUED),

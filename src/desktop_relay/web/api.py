@@ -26,7 +26,8 @@ from ..lifecycle import (
     UnknownDesktop,
 )
 from ..lifecycle.steps import step_of
-from ..store import FAILED, QUEUED, READY, STARTING, STOPPED, DesktopSession, HomeRecord, SQLiteStore
+from ..store import FAILED, QUEUED, READY, STARTING, STOPPED, DesktopSession, HomeRecord, Prestart, SQLiteStore
+from ..store.pool import PRESTARTED
 from .endings import ending_of
 from .guard import RequestGuard, identity_of
 from .homes import home_view, session_home
@@ -58,11 +59,11 @@ def client_url(session_id: str) -> str:
 
 def session_view(
     session: DesktopSession, sessions: DesktopSessions, position: int | None = None,
-    words: Language | None = None, homes: Iterable[HomeRecord] = (),
+    words: Language | None = None, homes: Iterable[HomeRecord] = (), prestart: Prestart | None = None,
 ) -> dict[str, Any]:
     """A desktop session as the browser may see it (no container password, no host port), its
     reason in the reader's language (words; English without), its home's usage from the
-    owner's `homes`."""
+    owner's `homes`, and `prestart` when it was started for the user before a lesson."""
     words = words or language(DEFAULT_LANGUAGE)
     desktop = sessions.desktop(session.desktop)
     timing = sessions.timing_of(session)
@@ -95,6 +96,8 @@ def session_view(
         "client_url": client_url(session.id),
         # Usage against the quota, for the page's warning (docs/homes.md).
         "home": session_home(session, sessions, homes),
+        "prestart": {"lesson": prestart.lesson, "claim_deadline": prestart.claim_deadline,
+                     "opened": prestart.outcome != PRESTARTED} if prestart is not None else None,
     }
     if session.state == QUEUED:
         view["position"] = position
@@ -189,12 +192,14 @@ class UserAPI:
     @inlineCallbacks
     def list_sessions(self, request: IRequest):  # type: ignore[no-untyped-def]
         web = yield self._guard.signed_in(request)
-        sessions = yield self._store.sessions_of(web.user_id)
+        sessions = (yield self._store.sessions_of(web.user_id))[:RECENT_SESSIONS]
         positions = yield self._store.queue_positions()
         homes = yield self._store.homes_of(web.user_id)
+        prestarts = yield self._store.prestarts_of(s.id for s in sessions)
         return json_response(request, [
-            session_view(s, self._sessions, positions.get(s.id), request_language(request), homes)
-            for s in sessions[:RECENT_SESSIONS]
+            session_view(s, self._sessions, positions.get(s.id), request_language(request), homes,
+                         prestarts.get(s.id))
+            for s in sessions
         ])
 
     @app.route("/homes", methods=["GET"])
@@ -274,7 +279,8 @@ class UserAPI:
         if session.state == QUEUED:
             position = (yield self._store.queue_positions()).get(session.id)
         homes = yield self._store.homes_of(session.owner)
-        return session_view(session, self._sessions, position, request_language(request), homes)
+        prestart = (yield self._store.prestarts_of([session.id])).get(session.id)
+        return session_view(session, self._sessions, position, request_language(request), homes, prestart)
 
     @inlineCallbacks
     def _own_session(self, user_id: str, session_id: str):  # type: ignore[no-untyped-def]

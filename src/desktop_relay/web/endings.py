@@ -47,6 +47,8 @@ _STOPS = {
                                   N_("Start it again and keep fewer programs open at the same time. "
                                      "If it keeps happening, tell your teacher.")),
     reasons.ENGINE_LOST: Ending(N_("This desktop was lost when the server that runs desktops restarted."), AGAIN),
+    reasons.UNCLAIMED: Ending(N_("This desktop was started for your lesson and stopped because nobody opened it."),
+                              AGAIN),
 }
 
 _FAILURES = {

@@ -1,6 +1,6 @@
 """The admin API under /api/admin/: AdminAPI routes /api/admin/<group>/... to one Klein app per
-group (sessions, users, desktops, engine, reload, audit), each in its own module here, after
-AdminAuth has let the caller in; and what every group shares: its problem answers.
+group (sessions, users, desktops, engine, reload, audit, pool, prestarts), each in its own module
+here, after AdminAuth has let the caller in; and what every group shares: its problem answers.
 
 Nobody but an admin (web session) or a token holder learns anything about these paths: for
 everyone else every one of them, known or not, with any method, answers the same 404 as a path

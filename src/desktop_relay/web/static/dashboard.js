@@ -81,6 +81,12 @@ function sessionRow(session) {
               element("span", session.title, { className: "title" }),
               element("time", t("started {time}", { time: i18n.time(session.created) }),
                       { dateTime: new Date(session.created * 1000).toISOString(), title: i18n.dateTime(session.created) }));
+  if (session.prestart && !session.prestart.opened && relayApi.ACTIVE.has(session.state)) {
+    // Started for the pupil before the lesson: they know it is theirs to open, and until when.
+    item.append(element("span", t("Ready for your lesson at {time}; open it by {deadline}.", {
+      time: i18n.time(session.prestart.lesson), deadline: i18n.time(session.prestart.claim_deadline),
+    }), { className: "prestart" }));
+  }
   const steps = noteSteps(session);
   if (steps && steps.current) {
     const list = element("ol", "", { className: "steps" });
