@@ -35,7 +35,8 @@ def relay_with_share(relay_factory: Callable[..., RelayProcess], tmp_path: Path)
     shares = tmp_path / "shares"
     (shares / "maths").mkdir(parents=True)
     (shares / "maths" / "sheet.txt").write_text("1 + 1 = 2\n")
-    return relay_factory(sections={"homes": {"share_roots": str(shares)},
+    # Usage measured every second (10 minutes by default), so the panel's usage line shows soon.
+    return relay_factory(sections={"homes": {"share_roots": str(shares), "usage_interval": "1s"},
                                    "share:maths": {"path": str(shares / "maths"), "groups": "*"}})
 
 
@@ -95,9 +96,15 @@ def test_files_are_made_uploaded_dropped_downloaded_and_deleted_in_the_panel(
     page.locator("#files-status", has_text=w("{name} deleted.", name="essay.txt")).wait_for()
     row(page, "essay.txt").wait_for(state="detached")
 
-    # Left open, it is open again on the next visit.
-    page.reload()
-    page.get_by_role("button", name=w("Hide my files")).wait_for()
+    # Left open, it is open again on the next visit, with the home's measured usage.
+    holds = w("Your home folder holds {usage}.", usage="\0").split("\0")[0]
+    for _ in range(10):
+        page.reload()
+        page.get_by_role("button", name=w("Hide my files")).wait_for()
+        if page.locator("#files-usage").is_visible():
+            break
+        page.wait_for_timeout(1000)  # the next measurement, at most a second away
+    assert page.locator("#files-usage").inner_text().startswith(holds)
     page.get_by_role("button", name=w("Open folder {name}", name="Homework")).wait_for()
 
     # Back to the home, into the share: read, not changed.

@@ -20,11 +20,14 @@
   const folderName = document.getElementById("files-folder-name");
   const show = document.getElementById("files-show");
   const body = document.getElementById("files-body");
+  const usageLine = document.getElementById("files-usage");
   // Whether this browser last left the panel open.
   const REMEMBER = "desktop-relay-files-shown";
   // Where the panel is: the home's key and the folder's path below it ("" for the home itself).
   const place = { key: null, path: "", writable: false };
   let maxUpload = Infinity;
+  // The homes' usage by key, as the relay last measured it (GET /api/homes; never measured here).
+  let usage = {};
   const queue = [];
   let uploading = false;
 
@@ -248,7 +251,19 @@
     }
   });
 
-  homeChoice.addEventListener("change", () => { place.key = homeChoice.value; open("", false); });
+  function drawUsage() {
+    const home = usage[place.key];
+    if (!home || home.usage === null) {
+      usageLine.hidden = true;
+      return;
+    }
+    usageLine.textContent = home.quota === null
+      ? t("Your home folder holds {usage}.", { usage: size(home.usage) })
+      : t("Your home folder holds {usage} of {quota}.", { usage: size(home.usage), quota: size(home.quota) });
+    usageLine.hidden = false;
+  }
+
+  homeChoice.addEventListener("change", () => { place.key = homeChoice.value; drawUsage(); open("", false); });
 
   function showPanel(shown) {
     body.hidden = !shown;
@@ -276,6 +291,11 @@
     homeChoice.replaceChildren(...homes.homes.map((home) => element("option", home.title, { value: home.key })));
     homeChoice.parentElement.hidden = homes.homes.length < 2;
     place.key = homes.homes[0].key;
+    try {
+      const measured = await relayApi.call("GET", "/homes");
+      usage = Object.fromEntries(measured.items.map((home) => [home.key, home]));
+    } catch (_) { /* the usage line is a courtesy: the panel works without it */ }
+    drawUsage();
     let remembered = false;
     try { remembered = window.localStorage.getItem(REMEMBER) === "1"; } catch (_) { /* storage refused */ }
     if (remembered) { showPanel(true); }
