@@ -87,6 +87,19 @@ def test_a_flood_of_cookies_keeps_the_grants_bounded() -> None:
     assert remembered.get(token_hash(str(MAX_GRANTS + 9)), "s1", DESKTOPS) is not None
 
 
+class SignInRequest:
+    """What WebSessions.begin uses of a request: the cookie it had, and setting the new one."""
+
+    def __init__(self, token: str) -> None:
+        self.token = token
+
+    def getCookie(self, name: bytes) -> bytes:
+        return self.token.encode()
+
+    def addCookie(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+
 class Relay:
     """DesktopAccess as service.py wires it, with a counting store and a ready session."""
 
@@ -148,7 +161,7 @@ async def test_a_reconnect_is_granted_without_asking_the_store(store: SQLiteStor
     assert relay.store_reads - before == 2
 
 
-@pytest.mark.parametrize("revoke", ["stop", "sign-out"])
+@pytest.mark.parametrize("revoke", ["stop", "sign-out", "signed-in-again"])
 @pytest_twisted.ensureDeferred
 async def test_after_a_stop_or_sign_out_the_same_cookie_is_refused_at_once(store: SQLiteStore, revoke: str) -> None:
     relay = Relay(store)
@@ -157,9 +170,13 @@ async def test_after_a_stop_or_sign_out_the_same_cookie_is_refused_at_once(store
     if revoke == "stop":
         await relay.sessions.stop(await store.get_session(sid), "pia")
         expected = 410
-    else:
+    elif revoke == "sign-out":
         await store.delete_web_session(token_hash("t"))
         relay.bridges.close_user("pia")  # what /logout does after deleting the web session
+        expected = 401
+    else:
+        # The same browser signs in again: its old cookie is replaced, its bridges stay open.
+        await relay.web_sessions.begin(SignInRequest("t"), PUPIL)
         expected = 401
     assert await relay.upgrade(sid) == expected
 

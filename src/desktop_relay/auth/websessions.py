@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from typing import Any
 
 from twisted.internet.defer import Deferred, inlineCallbacks
@@ -41,6 +41,19 @@ class WebSessions:
         # The __Host- prefix makes browsers refuse the cookie unless it is Secure, has Path=/
         # and no Domain: no subdomain or plain-http page can plant or overwrite it.
         self.cookie_name = b"__Host-desktop-relay" if secure else b"desktop-relay"
+        # Told the token hash of every session this object ends (see tell_ended).
+        self._ended_listeners: list[Callable[[str], None]] = []
+
+    def tell_ended(self, listener: Callable[[str], None]) -> None:
+        """Have `listener` told the token hash of each web session ended here: signed out, expired
+        on sight, or replaced by signing in again in the same browser."""
+        self._ended_listeners.append(listener)
+
+    @inlineCallbacks
+    def _delete(self, hashed: str) -> Generator[Deferred[Any], Any, None]:
+        yield self._store.delete_web_session(hashed)
+        for listener in self._ended_listeners:
+            listener(hashed)
 
     @inlineCallbacks
     def begin(self, request: Request, identity: Identity) -> Generator[Deferred[Any], Any, str]:
@@ -48,7 +61,7 @@ class WebSessions:
         # A browser that signs in again gets a new id; the old one stops working (no fixation).
         previous = request.getCookie(self.cookie_name)
         if previous:
-            yield self._store.delete_web_session(token_hash(previous.decode("ascii", "replace")))
+            yield self._delete(token_hash(previous.decode("ascii", "replace")))
         token = secrets.token_urlsafe(32)
         now = self._clock.seconds()
         yield self._store.add_web_session(
@@ -80,7 +93,7 @@ class WebSessions:
             return None
         now = self._clock.seconds()
         if not self.valid(session, now):
-            yield self._store.delete_web_session(hashed)
+            yield self._delete(hashed)
             return None
         # Writing last_seen on every request would be a write per asset; a minute is precise enough.
         if now - session.last_seen > 60:
@@ -96,7 +109,7 @@ class WebSessions:
         """Sign this browser out: delete its session and expire the cookie."""
         session = yield self.current(request)
         if session is not None:
-            yield self._store.delete_web_session(session.token_hash)
+            yield self._delete(session.token_hash)
         request.addCookie(
             self.cookie_name, b"", path=b"/", httpOnly=True, secure=self.secure, sameSite=b"lax",
             max_age=b"0", expires=b"Thu, 01 Jan 1970 00:00:00 GMT",

@@ -41,10 +41,11 @@ class DesktopAccess:
 
     def remember_grants(self, bridges: DesktopBridgeFactory, clock: IReactorTime, ttl: float = GRANT_TTL) -> None:
         """Remember granted upgrades for `ttl` seconds, forgotten at once when `bridges` closes
-        their session's or user's connections; the two go together, so a grant can never outlive
-        a stop or a sign-out that the bridges were told of."""
+        their session's or user's connections and when their cookie's web session ends; these go
+        together, so a grant can never outlive a stop or a sign-out."""
         self.grants = UpgradeGrants(clock, ttl, self._guard.sessions.valid)
         bridges.tell_revocations(self.grants)
+        self._guard.sessions.tell_ended(self.grants.web_session_ended)
 
     @inlineCallbacks
     def backend_for(self, web: WebSession, session_id: str) -> Generator[Deferred[Any], Any, Backend]:

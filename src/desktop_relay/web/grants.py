@@ -2,9 +2,13 @@
 for two store round trips again; never a looser check than the store's.
 
 A grant is the answer DesktopAccess gave for one cookie and one session. It is forgotten at once
-when the session ends or its user signs out (the bridge factory's close_session and close_user
-tell it, see Revocations), when relay.ini is reloaded (the desktops it checked against are gone),
-when the web session would have expired, and after `ttl` seconds in any case.
+- when the session ends or its user signs out (the bridge factory's close_session and close_user
+  tell it, see Revocations),
+- when its cookie's web session ends (WebSessions tells it: signed out, expired, or replaced by a
+  new sign-in in the same browser),
+- when relay.ini is reloaded (the desktops it was checked against are gone),
+- when the web session would have expired,
+and after `ttl` seconds in any case.
 """
 
 from __future__ import annotations
@@ -72,6 +76,12 @@ class UpgradeGrants:
     def session_revoked(self, session_id: str) -> None:
         self.epoch += 1
         for key in [k for k in self._grants if k[1] == session_id]:
+            del self._grants[key]
+
+    def web_session_ended(self, token_hash: str) -> None:
+        """A cookie stopped signing anyone in (signed out, expired, replaced at a new sign-in)."""
+        self.epoch += 1
+        for key in [k for k in self._grants if k[0] == token_hash]:
             del self._grants[key]
 
     def user_revoked(self, user_id: str) -> None:
