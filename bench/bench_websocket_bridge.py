@@ -73,22 +73,40 @@ def run_backend(cert: Path) -> None:
 
     @implementer(IPushProducer)
     class Streamer:
+        """Sends 64 KiB messages while the transport wants them, a batch per reactor turn: a
+        transport that pauses its producer only after the write returns (Twisted's TLS does,
+        as of 26.x) would otherwise keep the loop, and the whole backend, busy for ever."""
+
+        BATCH = 16
+
         def __init__(self, proto: Any, count: int) -> None:
             self.proto, self.left, self.paused = proto, count or -1, False
+            self.scheduled: Any = None
 
         def resumeProducing(self) -> None:
             self.paused = False
+            if self.scheduled is None:
+                self.send_some()
+
+        def send_some(self) -> None:
+            self.scheduled = None
             proto = self.proto
             prepared = proto.factory.chunk
-            while not self.paused and self.left != 0 and proto.state == proto.STATE_OPEN:
+            for _ in range(self.BATCH):
+                if self.paused or self.left == 0 or proto.state != proto.STATE_OPEN:
+                    return
                 self.left -= 1
                 proto.sendPreparedMessage(prepared)
+            self.scheduled = reactor.callLater(0, self.send_some)
 
         def pauseProducing(self) -> None:
             self.paused = True
 
         def stopProducing(self) -> None:
             self.left = 0
+            if self.scheduled is not None:
+                self.scheduled.cancel()
+                self.scheduled = None
 
     class Desktop(WebSocketServerProtocol):
         def onConnect(self, request: Any) -> str | None:
