@@ -29,7 +29,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 import docker  # noqa: E402
-from relay_harness import LABEL_INSTANCE, RelayProcess  # noqa: E402
+from relay_harness import RelayProcess, remove_leftovers  # noqa: E402
 
 CONFIGS = {
     # Unbounded but for what the machine can do.
@@ -107,8 +107,8 @@ def run_once(users: int, sections: dict[str, dict[str, str]], engine: docker.Doc
             }
         finally:
             relay.stop()
-            for container in engine.containers.list(all=True, filters={"label": f"{LABEL_INSTANCE}={relay.instance}"}):
-                container.remove(force=True)
+            # Its containers, and the homes its users' desktops made (kept on purpose by the relay).
+            remove_leftovers(engine, relay)
 
 
 def run(configs: Configs, columns: Columns, default_repeats: int, description: str | None = __doc__) -> None:

@@ -160,7 +160,7 @@ def main() -> None:
 
     import docker
     from playwright.sync_api import sync_playwright
-    from relay_harness import LABEL_INSTANCE, PASSWORD, RelayProcess
+    from relay_harness import PASSWORD, RelayProcess, remove_leftovers
 
     engine = docker.from_env()
     with tempfile.TemporaryDirectory(prefix="bench-click-") as directory:
@@ -196,8 +196,8 @@ def main() -> None:
                     isolated.stop()
         finally:
             relay.stop()
-            for container in engine.containers.list(all=True, filters={"label": f"{LABEL_INSTANCE}={relay.instance}"}):
-                container.remove(force=True)
+            # Its containers, and the homes its users' desktops made (kept on purpose by the relay).
+            remove_leftovers(engine, relay)
     print()
     print("Chromium in a network namespace of its own" if isolate else "Chromium in the host's network")
     print(summary(runs))

@@ -32,7 +32,7 @@ from pathlib import Path
 from bench_click_to_desktop import MARKS, PROBE, one_run, stop_sessions, summary
 from desktop_browser import CHROMIUM, CHROMIUM_ARGS, SCREEN
 from loopback_forward import IsolatedChromium, available
-from relay_harness import LABEL_INSTANCE, PASSWORD, RelayProcess
+from relay_harness import PASSWORD, RelayProcess, remove_leftovers
 
 SESSIONS = {"check_interval": "1s"}
 
@@ -106,8 +106,8 @@ def measure(setup: str, runs: int, timeout: float, isolate: bool, directory: Pat
     finally:
         relay.stop()
         engine = docker.from_env()
-        for container in engine.containers.list(all=True, filters={"label": f"{LABEL_INSTANCE}={relay.instance}"}):
-            container.remove(force=True)
+        # Its containers, and the homes its users' desktops made (kept on purpose by the relay).
+        remove_leftovers(engine, relay)
 
 
 def main() -> None:
