@@ -13,7 +13,6 @@ from twisted.logger import Logger
 from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource
 from twisted.web.server import Request
-from werkzeug.exceptions import HTTPException
 
 from ..engine.interface import ContainerEngineUnavailable
 from ..i18n import DEFAULT_LANGUAGE, N_, Language, PluralText, language
@@ -34,12 +33,10 @@ from .homes import home_view, session_home
 from .openapi import admin_document, user_document
 from .responses import (
     Problem,
+    handle_problems,
     json_response,
-    problem_response,
     read_json_body,
     request_language,
-    routing_problem_response,
-    unexpected_error_response,
 )
 
 # How many past sessions a user sees; older ones stay in the database for the audit trail.
@@ -108,6 +105,11 @@ def session_view(
     return view
 
 
+def _engine_down(error: ContainerEngineUnavailable) -> Problem:
+    return Problem(503, "container-engine-unavailable", N_("Desktops are unavailable right now"),
+                   N_("The server cannot reach its container engine. Try again in a minute."))
+
+
 class UserAPI:
     """Klein routes for a signed-in user's own desktops and sessions."""
 
@@ -127,26 +129,7 @@ class UserAPI:
         # The files API (web/files.py), at /api/files/.
         self._files = files
 
-    @app.handle_errors(Problem)
-    def _problem(self, request: IRequest, failure: Any) -> bytes:
-        return problem_response(request, failure.value)
-
-    @app.handle_errors(ContainerEngineUnavailable)
-    def _engine_down(self, request: IRequest, failure: Any) -> bytes:
-        self._log.warn("{method} {path}: {problem}", method=request.method.decode(),
-                       path=request.path.decode(), problem=str(failure.value))
-        problem = Problem(503, "container-engine-unavailable", N_("Desktops are unavailable right now"),
-                          N_("The server cannot reach its container engine. Try again in a minute."))
-        problem.headers[b"Retry-After"] = b"30"
-        return problem_response(request, problem)
-
-    @app.handle_errors(HTTPException)
-    def _routing(self, request: IRequest, failure: Any) -> bytes:
-        return routing_problem_response(request, failure.value)
-
-    @app.handle_errors(Exception)
-    def _unexpected(self, request: IRequest, failure: Any) -> bytes:
-        return unexpected_error_response(request, failure)
+    handle_problems(app, _engine_down)
 
     @app.route("/openapi.json", methods=["GET"])
     @inlineCallbacks

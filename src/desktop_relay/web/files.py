@@ -20,7 +20,6 @@ from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.logger import Logger
 from twisted.web.iweb import IRequest
 from twisted.web.server import Request
-from werkzeug.exceptions import HTTPException
 
 from ..auth import Identity
 from ..config import DesktopType, ShareSettings
@@ -42,11 +41,9 @@ from ..i18n import N_
 from .guard import RequestGuard, identity_of
 from .responses import (
     Problem,
+    handle_problems,
     json_response,
-    problem_response,
     read_json_body,
-    routing_problem_response,
-    unexpected_error_response,
 )
 
 _MB = 1024 * 1024
@@ -63,6 +60,11 @@ _PROBLEMS: dict[type[FilesError], tuple[int, str, str, str]] = {
     ReadOnly: (403, "read-only", N_("Read-only"), N_("Shared folders can be read, not changed.")),
     DiskFull: (507, "disk-full", N_("The server's disk is full"), N_("Tell your administrator.")),
 }
+
+
+def _engine_down(error: ContainerEngineUnavailable) -> Problem:
+    return Problem(503, "files-unavailable", N_("Your files are unavailable right now"),
+                   N_("The server cannot reach its container engine. Try again in a minute."))
 
 
 class FilesAPI:
@@ -85,26 +87,7 @@ class FilesAPI:
         self._shares = shares
         self._max_upload = max_upload
 
-    @app.handle_errors(Problem)
-    def _problem(self, request: IRequest, failure: Any) -> bytes:
-        return problem_response(request, failure.value)
-
-    @app.handle_errors(ContainerEngineUnavailable)
-    def _engine_down(self, request: IRequest, failure: Any) -> bytes:
-        self._log.warn("{method} {path}: {problem}", method=request.method.decode(),
-                       path=request.path.decode("utf-8", "replace"), problem=str(failure.value))
-        problem = Problem(503, "files-unavailable", N_("Your files are unavailable right now"),
-                          N_("The server cannot reach its container engine. Try again in a minute."))
-        problem.headers[b"Retry-After"] = b"30"
-        return problem_response(request, problem)
-
-    @app.handle_errors(HTTPException)
-    def _routing(self, request: IRequest, failure: Any) -> bytes:
-        return routing_problem_response(request, failure.value)
-
-    @app.handle_errors(Exception)
-    def _unexpected(self, request: IRequest, failure: Any) -> bytes:
-        return unexpected_error_response(request, failure)
+    handle_problems(app, _engine_down)
 
     @app.route("/", methods=["GET"])
     @inlineCallbacks

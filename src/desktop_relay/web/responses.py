@@ -4,14 +4,16 @@ language a request gets, redirects, headers. (HTML pages: web/pages.py.)"""
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
+from klein import Klein
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.iweb import IRequest
 from werkzeug.exceptions import HTTPException
 
+from ..engine.interface import ContainerEngineUnavailable
 from ..i18n import LANGUAGE_COOKIE, N_, Language, PluralText, Text, language, negotiate
 
 PROBLEM_TYPE_PREFIX = "urn:desktop-relay:problem:"
@@ -150,3 +152,30 @@ def unexpected_error_response(request: IRequest, failure: Failure) -> bytes:
     _log.failure("unexpected error answering {path}", failure, path=request.path.decode("utf-8", "replace"))
     return problem_response(request, Problem(500, "internal-error", N_("Internal error"),
                                              N_("Something went wrong on the server; it has been logged.")))
+
+
+def handle_problems(app: Klein, engine_down: Callable[[ContainerEngineUnavailable], Problem]) -> None:
+    """Give a Klein app the relay's problem answers: its own Problems, routing errors (404, 405),
+    an unreachable engine (logged, then `engine_down`'s problem with Retry-After) and bugs (500,
+    logged). Each API words the engine's outage for its readers."""
+
+    def problem(self: Any, request: IRequest, failure: Any) -> bytes:
+        return problem_response(request, failure.value)
+
+    def engine(self: Any, request: IRequest, failure: Any) -> bytes:
+        _log.warn("{method} {path}: {problem}", method=request.method.decode("latin-1"),
+                  path=request.path.decode("utf-8", "replace"), problem=str(failure.value))
+        answer = engine_down(failure.value)
+        answer.headers[b"Retry-After"] = b"30"
+        return problem_response(request, answer)
+
+    def routing(self: Any, request: IRequest, failure: Any) -> bytes:
+        return routing_problem_response(request, failure.value)
+
+    def unexpected(self: Any, request: IRequest, failure: Any) -> bytes:
+        return unexpected_error_response(request, failure)
+
+    app.handle_errors(Problem)(problem)
+    app.handle_errors(ContainerEngineUnavailable)(engine)
+    app.handle_errors(HTTPException)(routing)
+    app.handle_errors(Exception)(unexpected)

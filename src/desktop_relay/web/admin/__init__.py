@@ -14,15 +14,12 @@ from typing import Any
 
 from klein import Klein
 from twisted.internet.defer import Deferred, inlineCallbacks
-from twisted.logger import Logger
-from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource
 from twisted.web.server import Request
-from werkzeug.exceptions import HTTPException
 
 from ...engine.interface import ContainerEngineUnavailable
 from ...i18n import N_
-from ..responses import Problem, problem_response, routing_problem_response, unexpected_error_response
+from ..responses import Problem, handle_problems
 from .auth import AdminAuth, AdminCaller, not_found
 
 __all__ = ["AdminAPI", "AdminAuth", "AdminCaller", "add_problem_handlers"]
@@ -30,36 +27,16 @@ __all__ = ["AdminAPI", "AdminAuth", "AdminCaller", "add_problem_handlers"]
 # Methods that only read; every other one needs AdminAuth.writer (scope, and Origin for browsers).
 READING_METHODS = (b"GET", b"HEAD")
 
-_log = Logger()
-
 
 def add_problem_handlers(app: Klein) -> None:
-    """Give an admin group's Klein app the relay's problem answers: its own Problems, routing
-    errors (404, 405), an unreachable engine (503 with Retry-After) and bugs (500, logged)."""
+    """Give an admin group's Klein app the relay's problem answers (responses.handle_problems)."""
+    handle_problems(app, _engine_down)
 
-    def problem(self: Any, request: IRequest, failure: Any) -> bytes:
-        return problem_response(request, failure.value)
 
-    def engine_down(self: Any, request: IRequest, failure: Any) -> bytes:
-        _log.warn("{method} {path}: {problem}", method=request.method.decode("latin-1"),
-                  path=request.path.decode("utf-8", "replace"), problem=str(failure.value))
-        # Admins are told the engine's own words (pupils, in the user API, are not).
-        answer = Problem(503, "container-engine-unavailable", N_("Container engine unavailable"),
-                         N_("The server cannot reach its container engine: {error}"),
-                         values={"error": str(failure.value)})
-        answer.headers[b"Retry-After"] = b"30"
-        return problem_response(request, answer)
-
-    def routing(self: Any, request: IRequest, failure: Any) -> bytes:
-        return routing_problem_response(request, failure.value)
-
-    def unexpected(self: Any, request: IRequest, failure: Any) -> bytes:
-        return unexpected_error_response(request, failure)
-
-    app.handle_errors(Problem)(problem)
-    app.handle_errors(ContainerEngineUnavailable)(engine_down)
-    app.handle_errors(HTTPException)(routing)
-    app.handle_errors(Exception)(unexpected)
+def _engine_down(error: ContainerEngineUnavailable) -> Problem:
+    # Admins are told the engine's own words (pupils, in the user API, are not).
+    return Problem(503, "container-engine-unavailable", N_("Container engine unavailable"),
+                   N_("The server cannot reach its container engine: {error}"), values={"error": str(error)})
 
 
 class AdminAPI:
