@@ -21,6 +21,7 @@ from twisted.web.resource import IResource
 from twisted.web.server import Site
 
 from .auth import IPasswordAuthenticator
+from .auth.classes import ClassScope
 from .auth.header import TrustedHeaders
 from .auth.local import LocalAccounts, PasswordFileError
 from .auth.oidc import OpenIDProvider, OpenIDSignIn, PendingSignIns, SignInFailed
@@ -190,6 +191,8 @@ class RelayService(MultiService):
             pool=self.pool,
             prestarts=self.prestarts,
         )
+        # Who teaches which class (auth/classes.py): the scope of every teacher feature.
+        self.classes = ClassScope(config.classes)
         self.access = DesktopAccess(self.store, self.sessions, guard)
         self.access.remember_grants(self.bridges, reactor)
         # relay.ini again on SIGHUP or POST /api/admin/reload: desktops and session limits.
@@ -215,7 +218,8 @@ class RelayService(MultiService):
             headers=headers,
             sign_in_timeout=config.oidc.sign_in_timeout if config.oidc else 600,
             throttle=LoginThrottle(reactor, config.login_attempts, config.login_window),
-            api=UserAPI(self.store, self.sessions, guard, admin_auth.caller, files_api.app.resource()),
+            api=UserAPI(self.store, self.sessions, guard, admin_auth.caller,
+                        {"files": files_api.app.resource()}),
             access=self.access,
             assets=AssetRelay(reactor, cache=ClientFileCache()),
             bridges=self.bridges,

@@ -1,7 +1,7 @@
 """Reading and validating relay.ini into typed, immutable settings.
 
 This module holds RelayConfig and load_config, and the sections that are plain values; each other
-section has its reader beside it (desktops, auth, site, storage, schedules), built from values'
+section has its reader beside it (desktops, auth, site, storage, schedules, classes), built from values'
 converters. A wrong value raises ConfigError with one line naming the file, section, key and reason.
 """
 
@@ -16,6 +16,7 @@ from pathlib import Path
 import attr
 
 from .auth import HEADER_DEFAULTS, OIDC_DEFAULTS, HeaderSettings, OIDCSettings, read_header, read_oidc
+from .classes import CLASSES_DEFAULTS, ROLES_DEFAULTS, ClassSettings, read_classes
 from .desktops import DESKTOP_DEFAULTS, DesktopType, read_desktops
 from .safety import check_safety
 from .schedules import SCHEDULE_DEFAULTS, ScheduleSettings, read_schedules
@@ -41,6 +42,7 @@ from .values import (
 )
 
 __all__ = [
+    "ClassSettings",
     "ConfigError",
     "DesktopType",
     "HeaderSettings",
@@ -105,6 +107,7 @@ class RelayConfig:
     homes: HomesSettings = HomesSettings()
     shares: Mapping[str, ShareSettings] = attr.ib(factory=dict)
     schedules: Mapping[str, ScheduleSettings] = attr.ib(factory=dict)
+    classes: ClassSettings = ClassSettings()
 
     @property
     def secure_cookies(self) -> bool:
@@ -146,8 +149,6 @@ _AUTH_DEFAULTS = {
     "session_lifetime": "24h",
 }
 
-_ROLES_DEFAULTS = {"admin_groups": "", "teacher_groups": ""}
-
 _SESSIONS_DEFAULTS = {
     "max_per_user": "2",
     "max_total": "off",
@@ -178,12 +179,13 @@ _SECTIONS = {
     "auth": _AUTH_DEFAULTS,
     "oidc": OIDC_DEFAULTS,
     "header": HEADER_DEFAULTS,
-    "roles": _ROLES_DEFAULTS,
+    "roles": ROLES_DEFAULTS,
     "sessions": _SESSIONS_DEFAULTS,
     "websocket": _WEBSOCKET_DEFAULTS,
     "audit": _AUDIT_DEFAULTS,
     "metrics": _METRICS_DEFAULTS,
     "homes": HOMES_DEFAULTS,
+    "classes": CLASSES_DEFAULTS,
 }
 # Sections that may come many times, one per NAME: "prefix:" -> their keys.
 _NAMED_SECTIONS: Mapping[str, Mapping[str, str | None]] = {
@@ -265,8 +267,8 @@ def load_config(path: str | os.PathLike[str]) -> RelayConfig:
         desktops=desktops,
         oidc=None,
         header=None,
-        admin_groups=reader.value("roles", "admin_groups", _ROLES_DEFAULTS, word_set),
-        teacher_groups=reader.value("roles", "teacher_groups", _ROLES_DEFAULTS, word_set),
+        admin_groups=reader.value("roles", "admin_groups", ROLES_DEFAULTS, word_set),
+        teacher_groups=reader.value("roles", "teacher_groups", ROLES_DEFAULTS, word_set),
         audit_keep=reader.value("audit", "keep", _AUDIT_DEFAULTS, off(duration)),
         metrics_listen=reader.value("metrics", "listen", _METRICS_DEFAULTS, off(endpoint)),
         metrics_token=(
@@ -278,6 +280,7 @@ def load_config(path: str | os.PathLike[str]) -> RelayConfig:
         homes=homes,
         shares=read_shares(reader, homes, desktops),
         schedules=read_schedules(reader, desktops),
+        classes=read_classes(reader),
     )
     if config.auth_method == "oidc":
         config = attr.evolve(config, oidc=read_oidc(reader))

@@ -22,6 +22,7 @@ from .values import (
     optional,
     positive_int,
     word_set,
+    yes_no,
 )
 
 
@@ -58,6 +59,8 @@ class DesktopType:
     # Containers kept started ahead for this desktop (docs/pool.md), replaced after pool_max_age.
     pool_size: int = 0
     pool_max_age: float = 4 * 3600
+    # Whether teachers may offer this desktop to one of their classes for a time (docs/teachers.md).
+    teachers_may_assign: bool = False
 
     @property
     def memory_bytes(self) -> int:
@@ -93,6 +96,7 @@ DESKTOP_DEFAULTS = {
     "home_quota": "off",
     "pool_size": "0",
     "pool_max_age": "4h",
+    "teachers_may_assign": "no",
 }
 HOME_KINDS = ("none", "per-desktop", "per-user")
 # Environment variables the relay sets itself; a desktop section may not override them.
@@ -147,8 +151,12 @@ def read_desktops(reader: Reader) -> Mapping[str, DesktopType]:
             raise reader.fail(section, "image", "must not be empty")
         groups = reader.value(section, "groups", k, word_set)
         users = reader.value(section, "users", k, word_set)
-        if not groups and not users:
-            raise reader.fail(section, "groups", "no one may start this desktop: name groups, users or *")
+        assignable = reader.value(section, "teachers_may_assign", k, yes_no)
+        if not groups and not users and not assignable:
+            raise reader.fail(
+                section, "groups",
+                "no one may start this desktop: name groups, users or *, or let teachers assign it",
+            )
         desktops[name] = DesktopType(
             name=name,
             image=image,
@@ -173,6 +181,7 @@ def read_desktops(reader: Reader) -> Mapping[str, DesktopType]:
             home_quota=reader.value(section, "home_quota", k, off(byte_size)),
             pool_size=reader.value(section, "pool_size", k, non_negative_int),
             pool_max_age=reader.value(section, "pool_max_age", k, duration),
+            teachers_may_assign=assignable,
         )
         if desktops[name].pool_size and desktops[name].home != "none":
             # Docker cannot add a mount to a running container: a pooled desktop could only get

@@ -3,7 +3,7 @@ sessions, their homes."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Generator, Iterable
+from collections.abc import Callable, Generator, Iterable, Mapping
 from typing import Any
 from urllib.parse import urlencode
 
@@ -39,6 +39,10 @@ from .responses import (
     request_language,
 )
 
+# The APIs with their own Klein app, each at /api/NAME/: a user's files (web/files.py), a
+# teacher's classes and their assignments (web/classes.py), hand-outs and hand-ins
+# (web/classwork.py), looking over a pupil's shoulder (web/looks.py).
+BRANCHES = ("files", "classes", "classwork", "looks")
 # How many past sessions a user sees; older ones stay in the database for the audit trail.
 RECENT_SESSIONS = 20
 # The longest a long-poll (?wait=) is held open; below the usual proxy timeouts.
@@ -119,15 +123,18 @@ class UserAPI:
     def __init__(
         self, store: SQLiteStore, sessions: DesktopSessions, guard: RequestGuard,
         admin_caller: Callable[[IRequest], Deferred[Any]] | None = None,
-        files: IResource | None = None,
+        branches: Mapping[str, IResource] | None = None,
     ) -> None:
         self._store = store
         self._sessions = sessions
         self._guard = guard
         # AdminAuth.caller: fires for a caller who may use the admin API, fails for anyone else.
         self._admin_caller = admin_caller
-        # The files API (web/files.py), at /api/files/.
-        self._files = files
+        # The APIs of their own under /api/NAME/ (BRANCHES): files (web/files.py), ...
+        self._branches = dict(branches or {})
+        unknown = set(self._branches) - set(BRANCHES)
+        if unknown:
+            raise ValueError(f"no route for API branches {sorted(unknown)}")
 
     handle_problems(app, _engine_down)
 
@@ -148,11 +155,27 @@ class UserAPI:
         request.setHeader(b"Vary", b"Cookie, Authorization")
         return json_response(request, document)
 
+    def _branch(self, name: str) -> IResource:
+        branch = self._branches.get(name)
+        if branch is None:
+            raise Problem(404, "no-such-page", N_("Not Found"))
+        return branch
+
     @app.route("/files/", branch=True)
     def files(self, request: IRequest) -> IResource:
-        if self._files is None:
-            raise Problem(404, "no-such-page", N_("Not Found"))
-        return self._files
+        return self._branch("files")
+
+    @app.route("/classes/", branch=True)
+    def classes(self, request: IRequest) -> IResource:
+        return self._branch("classes")
+
+    @app.route("/classwork/", branch=True)
+    def classwork(self, request: IRequest) -> IResource:
+        return self._branch("classwork")
+
+    @app.route("/looks/", branch=True)
+    def looks(self, request: IRequest) -> IResource:
+        return self._branch("looks")
 
     @app.route("/me", methods=["GET"])
     @inlineCallbacks
