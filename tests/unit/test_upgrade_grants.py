@@ -190,3 +190,52 @@ async def test_without_remembered_grants_every_upgrade_asks_the_store(store: SQL
     assert await relay.upgrade(sid) == 101
     assert await relay.upgrade(sid) == 101
     assert relay.store_reads - before == 4
+
+
+class RecordingAssets:
+    """Stands in for the asset relay: answers which container a file was asked of."""
+
+    def relay(self, request: Any, backend: Backend, path: str, **kwargs: Any) -> defer.Deferred[bytes]:
+        return defer.succeed(f"{backend.port} {path}".encode())
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_web_clients_files_share_the_grant_and_lose_it_with_the_session(store: SQLiteStore) -> None:
+    from treq.client import HTTPClient
+    from twisted.internet import reactor
+    from twisted.web.client import Agent, HTTPConnectionPool
+    from twisted.web.server import Site
+
+    from desktop_relay.auth.roles import Roles
+    from desktop_relay.auth.throttle import LoginThrottle
+    from desktop_relay.web.api import UserAPI
+    from desktop_relay.web.app import RelayWeb
+
+    relay = Relay(store)
+    guard = RequestGuard(relay.web_sessions, ORIGIN, ())
+    site = RelayWeb(
+        guard=guard, roles=Roles(frozenset(), frozenset()), authenticator=RecordingAssets(),  # type: ignore[arg-type]
+        throttle=LoginThrottle(relay.clock, 5, 300), api=UserAPI(store, relay.sessions, guard),
+        access=relay.access, assets=RecordingAssets(), bridges=relay.bridges,  # type: ignore[arg-type]
+        sessions=relay.sessions, store=store,
+    )
+    port = reactor.listenTCP(0, Site(site.app.resource()), interface="127.0.0.1")
+    http = HTTPClient(Agent(reactor, pool=HTTPConnectionPool(reactor, persistent=False)))
+    sid = await relay.ready_session()
+
+    async def get(path: str) -> tuple[int, str]:
+        response = await http.get(f"http://127.0.0.1:{port.getHost().port}/desktop/{sid}/{path}",
+                                  headers={"Cookie": "desktop-relay=t"})
+        return response.code, (await response.content()).decode()
+
+    before = relay.store_reads
+    assert await get("?path=x") == (200, f"{BACKEND.port} ")  # the client's entry document
+    assert relay.store_reads - before == 2
+    for name in ("app/ui.js", "core/rfb.js", "app/images/info.svg"):
+        assert await get(name) == (200, f"{BACKEND.port} {name}")
+    assert relay.store_reads - before == 2  # its files were answered from the grant
+    assert await relay.upgrade(sid) == 101 and relay.store_reads - before == 2  # so is its WebSocket
+    await relay.sessions.stop(await store.get_session(sid), "pia")
+    code, body = await get("app/ui.js")
+    await port.stopListening()
+    assert code == 410 and "session-ended" in body

@@ -20,7 +20,7 @@ from ..i18n import N_
 from ..lifecycle import DesktopSessions
 from ..relay.bridge import BridgeClosed, BridgeTarget, DesktopBridgeFactory, UpgradeRefused
 from ..store import QUEUED, READY, STARTING, SQLiteStore, WebSession
-from .grants import Grant, UpgradeGrants
+from .grants import UpgradeGrants
 from .guard import RequestGuard
 from .responses import Problem
 
@@ -47,9 +47,27 @@ class DesktopAccess:
         bridges.tell_revocations(self.grants)
         self._guard.sessions.tell_ended(self.grants.web_session_ended)
 
+    @property
+    def epoch(self) -> int:
+        """Take this before looking a cookie up, for backend_for's `remember_since`."""
+        return self.grants.epoch if self.grants is not None else 0
+
+    def remembered(self, token: str | None, session_id: str | None) -> tuple[WebSession, Backend] | None:
+        """The user and container a recent backend_for granted for this cookie and session, if
+        any: what spares a web client's dozens of files and its reconnects two store round trips
+        each. Only with both."""
+        if self.grants is None or not token or not session_id:
+            return None
+        grant = self.grants.get(token_hash(token), session_id, self._sessions.desktops)
+        return None if grant is None else (grant.web, grant.backend)
+
     @inlineCallbacks
-    def backend_for(self, web: WebSession, session_id: str) -> Generator[Deferred[Any], Any, Backend]:
-        """The container behind session_id for this user, or a Problem saying why not."""
+    def backend_for(
+        self, web: WebSession, session_id: str, remember_since: int | None = None,
+    ) -> Generator[Deferred[Any], Any, Backend]:
+        """The container behind session_id for this user, or a Problem saying why not. With
+        `remember_since` (the epoch taken before `web` was looked up) the answer is remembered
+        as a grant, unless access was revoked since."""
         session = yield self._store.get_session(session_id)
         # Someone else's session answers exactly like one that does not exist: ids are not
         # confirmed to people who do not own them.
@@ -67,6 +85,8 @@ class DesktopAccess:
         if session.state != READY or backend is None:
             raise Problem(410, "session-ended", N_("Desktop session ended"),
                           N_("This desktop session is {state}; start a new one."), values={"state": session.state})
+        if self.grants is not None and remember_since is not None:
+            self.grants.grant(web, session_id, backend, self._sessions.desktops, remember_since)
         return backend
 
     @inlineCallbacks
@@ -79,19 +99,17 @@ class DesktopAccess:
                 raise Problem(403, "origin-refused", N_("Origin refused"),
                               N_("WebSocket from origin {origin} refused."), values={"origin": repr(request.origin)})
             token = _cookie(request.headers.get("cookie", ""), self._guard.sessions.cookie_name.decode())
-            grant = self._grant_for(token, session_id)
-            if grant is not None:
-                web, backend = grant.web, grant.backend
+            remembered = self.remembered(token, session_id)
+            if remembered is not None:
+                web, backend = remembered
             else:
-                epoch = self.grants.epoch if self.grants is not None else 0
+                epoch = self.epoch
                 web = (yield self._guard.sessions.lookup(token)) if token else None
                 if web is None:
                     raise Problem(401, "not-signed-in", N_("Not signed in"), N_("Sign in first."))
                 if session_id is None:
                     raise Problem(404, "no-such-session", N_("No such desktop session"))
-                backend = yield self.backend_for(web, session_id)
-                if self.grants is not None:
-                    self.grants.grant(web, session_id, backend, self._sessions.desktops, epoch)
+                backend = yield self.backend_for(web, session_id, remember_since=epoch)
         except Problem as problem:
             # The bridge logs the refusal, once, with these fields.
             why = problem.detail or problem.title
@@ -100,12 +118,6 @@ class DesktopAccess:
         address = self._guard.address_behind(_peer_host(request.peer), request.headers.get("x-forwarded-for"))
         assert session_id is not None  # there is no grant and no backend without one
         return BridgeTarget(backend=backend, session_id=session_id, user_id=web.user_id, address=address)
-
-    def _grant_for(self, token: str | None, session_id: str | None) -> Grant | None:
-        """The grant remembered for this cookie and session, if any (only with both)."""
-        if self.grants is None or not token or not session_id:
-            return None
-        return self.grants.get(token_hash(token), session_id, self._sessions.desktops)
 
 
 class BridgeAudit:

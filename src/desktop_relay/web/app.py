@@ -377,7 +377,17 @@ class RelayWeb:
     @inlineCallbacks
     def desktop_files(self, request: Request, session_id: str):  # type: ignore[no-untyped-def]
         entry = not request.postpath or request.postpath == [b""]
-        web = yield self._guard.sessions.current(request)
+        page = entry and not request.args.get(b"path")  # type: ignore[attr-defined]  # see login_callback
+        cookie = request.getCookie(self._guard.sessions.cookie_name)
+        token = cookie.decode("ascii", "replace") if cookie else None
+        # The web client's dozens of files are each checked, but the first check's grant answers
+        # the others (as it does the client's WebSocket): two store round trips a file otherwise.
+        remembered = None if page else self._access.remembered(token, session_id)
+        epoch = self._access.epoch
+        if remembered is not None:
+            web: WebSession | None = remembered[0]
+        else:
+            web = (yield self._guard.sessions.lookup(token)) if token else None
         if web is None:
             if entry:
                 return redirect(request, "/login?" + urlencode({"next": f"/desktop/{session_id}/"}))
@@ -385,9 +395,12 @@ class RelayWeb:
         origin = request.getHeader(b"origin")
         if origin is not None and not self._guard.origin_allowed(origin.decode("latin-1")):
             raise Problem(403, "origin-refused", N_("Origin refused"))
-        if entry and not request.args.get(b"path"):  # type: ignore[attr-defined]  # see login_callback
+        if page:
             return (yield self._session_page(request, web, session_id))
-        backend = yield self._access.backend_for(web, session_id)
+        if remembered is not None:
+            backend = remembered[1]
+        else:
+            backend = yield self._access.backend_for(web, session_id, remember_since=epoch)
         path = b"/".join(request.postpath or []).decode("utf-8", "replace")
         return (yield self._assets.relay(request, backend, path, session_id=session_id, user_id=web.user_id))
 
