@@ -820,3 +820,42 @@ async def test_queries_ranges_and_files_before_the_entry_document_are_always_rel
         assert response.code == 206 and await response.content() == APP_JS[:10]
     assert _asked(desktop, b"/files/app.js") == 4
     assert _asked(desktop, b"/files/app.js?v=1") == 2
+
+
+class _VersionedEntry(Resource):
+    """An entry document with the validators a client build's web server sends."""
+
+    isLeaf = True
+
+    def render_GET(self, request: server.Request) -> bytes:
+        request.setHeader(b"content-type", b"text/html")
+        request.setHeader(b"etag", b'"client-one"')
+        return b"<html>client one</html>"
+
+
+MODULE = {"Sec-Fetch-Dest": "script", "Sec-Fetch-Mode": "cors"}
+CLASSIC = {"Sec-Fetch-Dest": "script", "Sec-Fetch-Mode": "no-cors"}
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_users_next_client_load_is_told_its_modules_at_once(
+    caching_site: Running, desktop: Desktop, browser: HTTPClient
+) -> None:
+    desktop.gate.putChild(b"", _VersionedEntry())
+    served = desktop.gate.children[b"files"].path  # type: ignore[attr-defined]
+    with open(f"{served}/classic.js", "wb") as f:
+        f.write(b"// a classic script")
+
+    async def entry(session: str) -> list[bytes]:
+        response = await browser.get(caching_site.url(f"{session}/?path=desktop/{session}/websockify"))
+        await response.content()
+        return response.headers.getRawHeaders(b"link", [])
+
+    assert await entry("anna1") == []  # nothing seen yet
+    for name, fetch in (("files/app.js", MODULE), ("files/classic.js", CLASSIC)):
+        await (await browser.get(caching_site.url(f"anna1/{name}"), headers=fetch)).content()
+    # The same build for the same user: its module scripts, relative to the document, not the
+    # classic script (a module fetch would not match the browser's own request for it).
+    assert await entry("anna2") == [b"<files/app.js>; rel=modulepreload"]
+    assert await entry("bob1") == []  # another user's browser learns nothing of anna's
+

@@ -72,3 +72,15 @@ def test_a_replaced_file_frees_its_old_body() -> None:
     cache.store("s1", "anna", "app/ui.js", 200, b"OK", JS, b"b" * 40)
     assert cache.size == 40
     assert cache.lookup("s1", "anna", "app/ui.js").body == b"b" * 40  # type: ignore[union-attr]
+
+
+def test_only_modules_of_the_build_the_validators_named_are_announced() -> None:
+    cache = ClientFileCache()
+    one = Headers({b"etag": [b'"one"']})
+    cache.entry_seen("s1", "anna", b"<html>one</html>", one)
+    cache.store("s1", "anna", "app/ui.js", 200, b"OK", JS, b"ui", module=True)
+    cache.store("s1", "anna", "app/error-handler.js", 200, b"OK", JS, b"e", module=False)
+    assert cache.modules_to_announce("anna", one) == ["app/ui.js"]
+    assert cache.modules_to_announce("anna", Headers({b"etag": [b'"two"']})) == []
+    assert cache.modules_to_announce("anna", Headers()) == []  # no validators: no build to name
+    assert cache.modules_to_announce("bob", one) == []

@@ -31,7 +31,7 @@ from twisted.web.iweb import UNKNOWN_LENGTH, IAgent, IRequest, IResponse
 from twisted.web.server import Request
 
 from desktop_relay.backend import Backend, container_agent
-from desktop_relay.relay.client_cache import MAX_ENTRY, MAX_FILE, CachedFile, ClientFileCache
+from desktop_relay.relay.client_cache import MAX_ENTRY, MAX_FILE, CachedFile, ClientFileCache, is_module_request
 
 RELAYED_METHODS = frozenset({b"GET", b"HEAD"})
 ALLOW = b"GET, HEAD"
@@ -122,15 +122,17 @@ class AssetRelay:
             if path == "" and request.method == b"GET":
                 # The client's entry document names the session's client build: read on the way.
                 keep = _Keep(MAX_ENTRY, lambda code, phrase, headers, body: cache.entry_seen(
-                    session_id, user_id, body, headers))
+                    session_id, user_id, body, headers),
+                    announce=lambda headers: cache.modules_to_announce(user_id, headers))
             elif _plain_get(request):
                 cached = cache.lookup(session_id, user_id, path)
                 if cached is not None:
                     _answer_cached(request, cached)
                     return succeed(None)
                 if cache.wants(session_id, user_id, path):
+                    module = is_module_request(request.requestHeaders)
                     keep = _Keep(MAX_FILE, lambda code, phrase, headers, body: cache.store(
-                        session_id, user_id, path, code, phrase, headers, body))
+                        session_id, user_id, path, code, phrase, headers, body, module))
         exchange = _Exchange(request, backend, keep)
         return exchange.start(
             self._agent,
@@ -148,6 +150,8 @@ class _Keep:
 
     limit: int
     kept: Callable[[int, bytes, Headers, bytes], None]
+    # For an entry document: the paths its answer announces for preloading (client_cache.py).
+    announce: Callable[[Headers], list[str]] | None = None
 
 
 def _plain_get(request: Request) -> bool:
@@ -233,6 +237,11 @@ class _Exchange:
         if not request.responseHeaders.hasHeader(b"content-type"):
             # twisted.web would otherwise label an untyped body text/html.
             request.defaultContentType = None
+        if self._keep is not None and self._keep.announce is not None and response.code == 200:
+            modules = self._keep.announce(request.responseHeaders)
+            if modules:
+                request.responseHeaders.addRawHeader(b"link", b", ".join(
+                    b"<%s>; rel=modulepreload" % quote(path).encode("ascii") for path in modules))
         if request.method == b"HEAD":
             response.deliverBody(_Discard())
             self._finish()

@@ -16,6 +16,13 @@ Two rules keep this safe and correct:
   looked up under (user, that build), and only once its entry document has been seen. A new image
   with a new entry document starts with nothing cached.
 
+**Announced ahead.** The client is a graph of ES modules that the browser otherwise discovers
+one import level at a time, each level a round of requests. When an entry document arrives with
+the validators (ETag, Last-Modified) of one this user loaded before, its answer carries a `Link`
+header naming the module scripts that build had (`rel=modulepreload`), and the browser asks for
+them all at once. Only paths this user's own browser fetched as modules are named, so the header
+tells nobody anything new; a wrong guess costs requests, never correctness.
+
 Only static-looking files are kept: GET without a query or Range, a 200 with a file suffix from
 STATIC_SUFFIXES, no Content-Encoding, no Vary, not marked no-store or private.
 """
@@ -57,6 +64,8 @@ class _Entry:
     phrase: bytes
     headers: RawHeaders
     digest: bytes
+    # The browser fetched it as a module script (Sec-Fetch-Dest script, Sec-Fetch-Mode cors).
+    module: bool = False
 
 
 class ClientFileCache:
@@ -74,6 +83,8 @@ class ClientFileCache:
         self._bytes = 0
         # session -> (user, build), from the entry document its container served.
         self._sessions: OrderedDict[str, tuple[str, bytes]] = OrderedDict()
+        # (user, an entry document's validators) -> the build they named last: what to announce.
+        self._named: OrderedDict[tuple[str, bytes], bytes] = OrderedDict()
 
     @property
     def size(self) -> int:
@@ -82,14 +93,26 @@ class ClientFileCache:
 
     def entry_seen(self, session_id: str, user_id: str, body: bytes, headers: Headers) -> None:
         """The session's container served this entry document: its files are looked up under it."""
-        build = hashlib.sha256(body)
-        for name in (b"etag", b"last-modified"):
-            for value in headers.getRawHeaders(name, []):
-                build.update(b"\0" + name + b"\0" + value)
-        self._sessions[session_id] = (user_id, build.digest())
+        validators = _validators(headers)
+        build = hashlib.sha256(body + validators).digest()
+        self._sessions[session_id] = (user_id, build)
         self._sessions.move_to_end(session_id)
         while len(self._sessions) > self._max_sessions:
             self._sessions.popitem(last=False)
+        if validators:
+            self._named[(user_id, validators)] = build
+            self._named.move_to_end((user_id, validators))
+            while len(self._named) > self._max_builds:
+                self._named.popitem(last=False)
+
+    def modules_to_announce(self, user_id: str, headers: Headers) -> list[str]:
+        """The module scripts of the build an entry document with these headers' validators
+        named when this user loaded it before, for the browser to fetch at once; none without
+        validators or a build seen."""
+        validators = _validators(headers)
+        build = self._named.get((user_id, validators)) if validators else None
+        files = self._files.get((user_id, build)) if build is not None else None
+        return sorted(path for path, entry in files.items() if entry.module) if files else []
 
     def lookup(self, session_id: str, user_id: str, path: str) -> CachedFile | None:
         """The file at path for this session's client build, if this user's browser got it before."""
@@ -105,8 +128,9 @@ class ClientFileCache:
         return self._key(session_id, user_id) is not None and is_static_path(path)
 
     def store(self, session_id: str, user_id: str, path: str, code: int, phrase: bytes,
-              headers: Headers, body: bytes) -> None:
-        """Keep a file the session's container served, if it is a static one (see the module)."""
+              headers: Headers, body: bytes, module: bool = False) -> None:
+        """Keep a file the session's container served, if it is a static one (see the module);
+        `module`: the browser asked for it as a module script."""
         key = self._key(session_id, user_id)
         if key is None or not is_static_path(path) or not is_static_answer(code, headers) or len(body) > MAX_FILE:
             return
@@ -116,7 +140,7 @@ class ClientFileCache:
         old = files.get(path)
         if old is not None:
             self._release(old.digest)
-        files[path] = _Entry(code, phrase, _frozen(headers.getAllRawHeaders()), digest)
+        files[path] = _Entry(code, phrase, _frozen(headers.getAllRawHeaders()), digest, module)
         held = self._bodies.setdefault(digest, [body, 0])
         if held[1] == 0:
             self._bytes += len(body)
@@ -137,6 +161,22 @@ class ClientFileCache:
         if held[1] == 0:
             self._bytes -= len(held[0])
             del self._bodies[digest]
+
+
+def _validators(headers: Headers) -> bytes:
+    """An entry document's ETag and Last-Modified, as one key (empty without either)."""
+    return b"".join(
+        b"\0" + name + b"\0" + value
+        for name in (b"etag", b"last-modified") for value in headers.getRawHeaders(name, [])
+    )
+
+
+def is_module_request(request_headers: Headers) -> bool:
+    """Whether the browser asks for a module script: modules are fetched in CORS mode, classic
+    scripts in no-cors mode (Fetch Metadata, sent by every current browser)."""
+    dest = request_headers.getRawHeaders(b"sec-fetch-dest", [b""])[0]
+    mode = request_headers.getRawHeaders(b"sec-fetch-mode", [b""])[0]
+    return dest == b"script" and mode == b"cors"
 
 
 def is_static_path(path: str) -> bool:
