@@ -50,7 +50,8 @@ def test_user_reaches_their_desktop_and_gets_a_live_vnc_stream(
     assert alice.get(f"/desktop/{sid}").status_code == 301
     entry = alice.get(f"/desktop/{sid}/")
     assert entry.status_code == 200 and "session.js" in entry.text
-    assert session["client_url"] == f"/desktop/{sid}/?path=desktop%2F{sid}%2Fwebsockify&autoconnect=1&resize=remote&reconnect=1"
+    assert session["client_url"] == (f"/desktop/{sid}/?path=desktop%2F{sid}%2Fwebsockify&autoconnect=1&resize=remote&reconnect=1"
+                                  "&show_control_bar=1&idle_disconnect=100000")
     page = alice.get(session["client_url"])
     assert page.status_code == 200 and "noVNC" in page.text
     assert "www-authenticate" not in {h.lower() for h in page.headers}

@@ -3,6 +3,8 @@ states, and with which headers. Through RelayWeb on a loopback Site, with the in
 
 from __future__ import annotations
 
+import html
+import re
 from collections.abc import AsyncIterator
 
 import pytest
@@ -21,7 +23,7 @@ from desktop_relay.relay.assets import AssetRelay
 from desktop_relay.relay.bridge import DesktopBridgeFactory
 from desktop_relay.store import DesktopSession, SQLiteStore, WebSession
 from desktop_relay.web.access import DesktopAccess
-from desktop_relay.web.api import UserAPI
+from desktop_relay.web.api import UserAPI, client_url
 from desktop_relay.web.app import RelayWeb
 from desktop_relay.web.guard import RequestGuard
 
@@ -67,10 +69,10 @@ class Pages:
         await self.store.add_web_session(WebSession(token_hash(token), user, user.title(), frozenset(), 1e12, 1e12))
         self.cookie = f"{self.web_sessions.cookie_name.decode()}={token}"
 
-    async def add(self, session_id: str, state: str, owner: str = "anna") -> None:
+    async def add(self, session_id: str, state: str, owner: str = "anna", host_port: int | None = None) -> None:
         await self.store.add_session(DesktopSession(
             id=session_id, owner=owner, desktop="demo", state=state, reason=None, container_id=None,
-            host_port=None, vnc_password="secret", created=1.0, updated=1.0,
+            host_port=host_port, vnc_password="secret", created=1.0, updated=1.0,
         ))
 
     async def get(self, path: str) -> tuple[int, dict[str, str], str]:
@@ -122,3 +124,20 @@ async def test_the_clients_own_address_is_still_relayed_not_the_page(pages: Page
     await pages.add("s1", "starting")
     status, _, body = await pages.get("/desktop/s1/?path=desktop/s1/websockify&autoconnect=1")
     assert status == 409 and "still starting" in body
+
+
+@pytest.mark.parametrize("state", ["starting", "ready"])
+@pytest_twisted.ensureDeferred
+async def test_a_ready_desktops_page_frames_its_client_from_the_start(pages: Pages, state: str) -> None:
+    await pages.sign_in()
+    await pages.add("s1", state, host_port=40000)
+    status, _, body = await pages.get("/desktop/s1/")
+    frame = re.search(r"<iframe id=\"desktop\"[^>]*>", body)
+    assert status == 200 and frame is not None
+    if state == "ready":
+        # The frame loads the client while the page's script is still on its way.
+        src = html.unescape(re.search(r'src="([^"]+)"', frame.group(0)).group(1))  # type: ignore[union-attr]
+        assert src == client_url("s1") and "hidden" not in frame.group(0)
+    else:
+        # The script loads it once the start is done (from the session's client_url).
+        assert "src=" not in frame.group(0) and "hidden" in frame.group(0)

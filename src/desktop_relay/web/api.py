@@ -52,9 +52,17 @@ QUEUE_RETRY_AFTER = 60
 
 
 def client_url(session_id: str) -> str:
-    """The web client's address for a session, with its WebSocket path kept under the prefix."""
+    """The web client's address for a session, with its WebSocket path kept under the prefix,
+    for the session page's frame.
+
+    KasmVNC's client changes behaviour when framed (it takes itself for Kasm's own portal): it
+    hides its control bar, turns the clipboard off and disconnects after its own idle time (20
+    min). show_control_bar makes it behave as it does in a tab of its own; the relay's idle stop,
+    with its warning on the session page, decides instead. noVNC ignores both.
+    """
     query = urlencode({"path": f"desktop/{session_id}/websockify", "autoconnect": "1",
-                       "resize": "remote", "reconnect": "1"})
+                       "resize": "remote", "reconnect": "1", "show_control_bar": "1",
+                       "idle_disconnect": "100000"})
     return f"/desktop/{session_id}/?{query}"
 
 

@@ -44,7 +44,7 @@ from ..store import SeenUser, SQLiteStore, WebSession
 from .access import DesktopAccess
 from .admin import AdminAPI
 from .admin.auth import not_found
-from .api import UserAPI
+from .api import UserAPI, client_url
 from .guard import RequestGuard
 from .pages import Pages
 from .responses import (
@@ -396,7 +396,7 @@ class RelayWeb:
         if origin is not None and not self._guard.origin_allowed(origin.decode("latin-1")):
             raise Problem(403, "origin-refused", N_("Origin refused"))
         if page:
-            return (yield self._session_page(request, web, session_id))
+            return (yield self._session_page(request, web, session_id, epoch))
         if remembered is not None:
             backend = remembered[1]
         else:
@@ -405,17 +405,21 @@ class RelayWeb:
         return (yield self._assets.relay(request, backend, path, session_id=session_id, user_id=web.user_id))
 
     @inlineCallbacks
-    def _session_page(self, request: IRequest, web: WebSession, session_id: str):  # type: ignore[no-untyped-def]
-        """The relay's own page for a session: the bar, and the web client in a frame once ready."""
+    def _session_page(self, request: IRequest, web: WebSession, session_id: str, epoch: int):  # type: ignore[no-untyped-def]
+        """The relay's own page for a session: the bar, and the web client in a frame once ready
+        (at once when it is ready now; the check's grant then serves the client's files)."""
+        ready = False
         try:
-            yield self._access.backend_for(web, session_id)
+            yield self._access.backend_for(web, session_id, remember_since=epoch)
+            ready = True
         except Problem as problem:
             # Not found (or someone else's) and no longer allowed are answered as for any request;
             # any other refusal is about the session's state, which the page itself shows: queued,
             # starting, ended.
             if problem.status in (403, 404):
                 raise
-        return self._pages.render(request, "session.html", session_id=session_id)
+        return self._pages.render(request, "session.html", session_id=session_id,
+                                  client_url=client_url(session_id) if ready else "")
 
 
 def _arg(request: IRequest, name: bytes) -> str | None:

@@ -32,15 +32,9 @@ function announce(words) {
 
 // Only lifetime deadlines closer than this are shown in the bar: a session's end matters when near.
 const SHOW_TIME_LEFT = 3600;
-// Parameters added to the client's address for the frame. KasmVNC's client changes behaviour
-// when framed (it takes itself for Kasm's own portal): it hides its control bar, turns the
-// clipboard off and disconnects after its own idle time (20 min). show_control_bar makes it behave
-// as it does in a tab of its own; the relay's idle stop, with its warning here, decides instead.
-// noVNC ignores both.
-const FRAME_PARAMETERS = "&show_control_bar=1&idle_disconnect=100000";
-
 let view = null;
-let clientLoaded = false;
+// A desktop that was ready when the page was served has its client in the frame from the start.
+let clientLoaded = frame.hasAttribute("src");
 // Whether the web client in the frame has connected once (noVNC marks its <html> noVNC_connected).
 let connected = false;
 const steps = new relayApi.StartSteps();
@@ -102,7 +96,7 @@ function loadClient() {
   if (clientLoaded) { return; }
   clientLoaded = true;
   frame.hidden = false;
-  frame.src = view.client_url + FRAME_PARAMETERS;
+  frame.src = view.client_url;
 }
 
 function endClient() {
@@ -286,7 +280,11 @@ async function startAgain() {
 // (a click with detail 0) leaves the focus where they put it.
 bar.addEventListener("mousedown", (event) => event.preventDefault());
 bar.addEventListener("click", (event) => { if (event.detail > 0) { setTimeout(focusDesktop); } });
-frame.addEventListener("load", () => { watchClient(); focusDesktop(); showKeyboardHint(); });
+function clientArrived() { watchClient(); focusDesktop(); showKeyboardHint(); }
+frame.addEventListener("load", clientArrived);
+// The page's own frame may have finished loading before this script ran.
+if (clientLoaded && frame.contentDocument && frame.contentDocument.readyState === "complete" &&
+    frame.contentWindow.location.href !== "about:blank") { clientArrived(); }
 frame.addEventListener("focus", showKeyboardHint);
 frame.addEventListener("blur", showKeyboardHint);
 // Focus moving into the frame blurs this window; moving back focuses it.
