@@ -104,7 +104,10 @@ def one_run(page, base: str, timeout: float) -> dict[str, float] | None:
     page.wait_for_selector("button[data-desktop=demo]")
     page.click("button[data-desktop=demo]")
     try:
-        page.wait_for_function("() => sessionStorage.getItem('bench.pixels')", timeout=timeout * 1000)
+        # Both: the desktop may show before the client's document has finished loading (its
+        # sounds and fonts), and the frame's step is then negative.
+        page.wait_for_function("() => sessionStorage.getItem('bench.pixels') && sessionStorage.getItem('bench.frame')",
+                               timeout=timeout * 1000)
     except Exception:
         if any("ERR_NETWORK_CHANGED" in f for f in failures):
             return None
