@@ -103,19 +103,13 @@ class AdminQueries(SQLiteConnection):
             ]
         )
 
-    def users_in_group(self, group: str) -> Deferred[list[str]]:
-        """The ids of users whose groups at their last sign-in include this one."""
-        return self._run(
-            lambda c: [
-                row[0] for row in c.execute(
-                    "SELECT user_id FROM users_seen WHERE EXISTS"
-                    " (SELECT 1 FROM json_each(users_seen.groups_json) WHERE json_each.value = ?)"
-                    " ORDER BY user_id",
-                    (group,),
-                )
-            ]
-        )
-
+    def members_seen(self, group: str) -> Deferred[list[SeenUser]]:
+        """The users whose groups at their last sign-in include this one, by id."""
+        return self._run(lambda c: [_user(row) for row in c.execute(
+            "SELECT * FROM users_seen WHERE EXISTS"
+            " (SELECT 1 FROM json_each(users_seen.groups_json) WHERE json_each.value = ?) ORDER BY user_id",
+            (group,),
+        )])
 
 def _maybe(make: Callable[[sqlite3.Row], T], rows: sqlite3.Cursor) -> T | None:
     row = rows.fetchone()

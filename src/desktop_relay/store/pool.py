@@ -18,9 +18,8 @@ import attr
 from twisted.internet.defer import Deferred
 
 from ..capacity import CapacityLimits, Claim, choose_starts
-from .admin import _user
 from .connection import SQLiteConnection, execute
-from .records import ACTIVE_STATES, HOLDING_STATES, QUEUED, READY, STARTING, DesktopSession, SeenUser
+from .records import ACTIVE_STATES, HOLDING_STATES, QUEUED, READY, STARTING, DesktopSession
 
 POOL_STARTING, POOL_READY = "starting", "ready"
 
@@ -139,14 +138,6 @@ class PoolQueries(SQLiteConnection):
         ).rowcount)
 
     # -- pre-starts ---------------------------------------------------------------------
-
-    def members_seen(self, group: str) -> Deferred[list[SeenUser]]:
-        """The users whose groups at their last sign-in include this one, by id."""
-        return self._run(lambda c: [_user(row) for row in c.execute(
-            "SELECT * FROM users_seen WHERE EXISTS"
-            " (SELECT 1 FROM json_each(users_seen.groups_json) WHERE json_each.value = ?) ORDER BY user_id",
-            (group,),
-        )])
 
     def prestarted_for(self, schedule: str, lesson: float) -> Deferred[set[str]]:
         """The pupils a lesson's pre-start has dealt with already (started or not, and why)."""

@@ -162,7 +162,7 @@ class SessionsAdmin:
         by, name = _stop_many_body(read_json_body(request))
         active = yield self._store.sessions_in(*STOPPABLE)
         if by == "group":
-            owners = set((yield self._store.users_in_group(name)))
+            owners = {user.user_id for user in (yield self._store.members_seen(name))}
             chosen = [s for s in active if s.owner in owners]
         else:
             chosen = [s for s in active if (s.desktop if by == "desktop" else s.owner) == name]
