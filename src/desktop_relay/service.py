@@ -45,6 +45,7 @@ from .readiness import ReadinessProbe
 from .relay.assets import AssetRelay
 from .relay.bridge import CLOSE_GOING_AWAY, CLOSE_SESSION_STOPPED, DesktopBridgeFactory
 from .relay.client_cache import ClientFileCache
+from .relay.client_warmup import ClientWarmup
 from .reload import ConfigReloader, SighupReload
 from .store import SQLiteStore
 from .web.access import BridgeAudit, DesktopAccess
@@ -175,9 +176,12 @@ class RelayService(MultiService):
         )
         self.pool = WarmPool(self.sessions, self.store, reactor, probe, start_timeout=config.start_timeout,
                              metrics=self.metrics)
+        # The web clients' files, kept per user (relay/client_cache.py); filled ahead for pre-starts.
+        self.client_files = ClientFileCache()
         self.prestarts = LessonPrestarts(
             self.sessions, self.store, reactor, _timetables(config),
             connected=lambda session_id: len(self.bridges.bridges_for_session(session_id)),
+            fetch_client=ClientWarmup(reactor, self.client_files).warm,
         )
         self.lifecycle = LifecycleService(
             self.sessions, self.store, reactor,
@@ -221,7 +225,7 @@ class RelayService(MultiService):
             api=UserAPI(self.store, self.sessions, guard, admin_auth.caller,
                         {"files": files_api.app.resource()}),
             access=self.access,
-            assets=AssetRelay(reactor, cache=ClientFileCache()),
+            assets=AssetRelay(reactor, cache=self.client_files),
             bridges=self.bridges,
             sessions=self.sessions,
             store=self.store,

@@ -30,6 +30,7 @@ from twisted.web.resource import Resource
 from desktop_relay.backend import Backend
 from desktop_relay.relay.assets import AssetRelay
 from desktop_relay.relay.client_cache import ClientFileCache
+from desktop_relay.relay.client_warmup import ClientWarmup
 
 PASSWORD = "container-secret"
 APP_JS = bytes(range(256)) * 40
@@ -859,3 +860,32 @@ async def test_a_users_next_client_load_is_told_its_modules_at_once(
     assert await entry("anna2") == [b"<files/app.js>; rel=modulepreload"]
     assert await entry("bob1") == []  # another user's browser learns nothing of anna's
 
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_prestarted_desktops_client_is_fetched_ahead_from_its_own_container(
+    caching_site: Running, desktop: Desktop, browser: HTTPClient
+) -> None:
+    cache = caching_site.front.relay._cache
+    assert cache is not None
+    warmup = ClientWarmup(_reactor(), cache)
+    # A build nobody has loaded: nothing to go by but the entry document.
+    assert await warmup.warm("bob1", "bob", desktop.backend) == 0
+    assert _asked(desktop, b"/files/app.js") == 0
+    await _load(browser, caching_site, "anna1", "files/app.js")
+    # bob1 stands for bob's pre-started desktop: its files come from it, the paths from anna's load.
+    assert await warmup.warm("bob1", "bob", desktop.backend) == 1
+    assert _asked(desktop, b"/files/app.js") == 2
+    assert await _load(browser, caching_site, "bob1", "files/app.js") == [(200, APP_JS)]
+    assert _asked(desktop, b"/files/app.js") == 2  # bob's browser got it from memory
+
+
+@pytest_twisted.ensureDeferred
+async def test_fetching_ahead_from_a_desktop_that_does_not_answer_keeps_nothing(caching_site: Running) -> None:
+    cache = caching_site.front.relay._cache
+    assert cache is not None
+    with socket.socket() as unused:
+        unused.bind(("127.0.0.1", 0))
+        port = unused.getsockname()[1]
+    warmup = ClientWarmup(_reactor(), cache, connect_timeout=1)
+    assert await warmup.warm("bob1", "bob", Backend("127.0.0.1", port, PASSWORD)) == 0

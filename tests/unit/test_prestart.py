@@ -49,8 +49,15 @@ class LessonWorld:
             connected=lambda session_id: self.connections.get(session_id, 0),
         )
         timetable = WeeklyTimes(SCHEDULE.times, BERLIN)
+        # The web clients fetched ahead: (session, user, port).
+        self.fetched: list[tuple[str, str, int]] = []
         self.prestarts = LessonPrestarts(self.sessions, store, self.clock, {SCHEDULE.name: (SCHEDULE, timetable)},
-                                         connected=lambda session_id: self.connections.get(session_id, 0))
+                                         connected=lambda session_id: self.connections.get(session_id, 0),
+                                         fetch_client=self._fetch_client)
+
+    def _fetch_client(self, session_id: str, user_id: str, backend: Any) -> defer.Deferred[int]:
+        self.fetched.append((session_id, user_id, backend.port))
+        return defer.succeed(1)
 
     def at(self, clock_time: str) -> None:
         self.clock.advance(monday(clock_time) - self.clock.seconds())
@@ -201,3 +208,16 @@ async def test_a_prestart_opened_between_two_ticks_counts_as_opened(store: SQLit
     assert (await store.get_session(session.id)).end_reason != "unclaimed"
     (mark,) = await store.prestarts_since(0)
     assert mark.outcome == "opened"
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_ready_prestart_has_its_client_fetched_ahead_once_for_its_pupil(store: SQLiteStore) -> None:
+    await seen(store, "anna", "klasse-7a")
+    world = LessonWorld(store)
+    world.at("07:51")
+    await world.tick()  # started and ready
+    (session,) = await store.active_sessions()
+    await world.tick()
+    world.at("07:52")
+    await world.tick()
+    assert world.fetched == [(session.id, "anna", session.host_port)]

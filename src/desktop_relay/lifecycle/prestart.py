@@ -19,11 +19,12 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from ..auth import Identity
+from ..backend import Backend
 from ..capacity import DoesNotFit, NoRoomNow, SessionLimitReached
 from ..config import ScheduleSettings
 from ..engine.interface import ContainerEngineUnavailable
 from ..i18n import N_
-from ..store import READY, AuditFilter, Prestart, SQLiteStore
+from ..store import READY, AuditFilter, DesktopSession, Prestart, SQLiteStore
 from ..store.pool import ALREADY_RUNNING, AT_LIMIT, ENDED, NOT_ALLOWED, OPENED, PRESTARTED, UNCLAIMED
 from .reasons import UNCLAIMED as UNCLAIMED_END
 from .reasons import minutes
@@ -39,12 +40,18 @@ class LessonPrestarts:
     def __init__(
         self, sessions: DesktopSessions, store: SQLiteStore, clock: IReactorTime,
         schedules: Mapping[str, tuple[ScheduleSettings, Timetable]], connected: Callable[[str], int],
+        fetch_client: Callable[[str, str, Backend], Deferred[int]] | None = None,
     ) -> None:
+        """`fetch_client(session, user, backend)`: fetch a ready pre-started desktop's web client
+        ahead for its pupil (relay/client_warmup.py), so their first load is a quick one."""
         self._sessions = sessions
         self._store = store
         self._clock = clock
         self._schedules = schedules
         self._connected = connected
+        self._fetch_client = fetch_client
+        # Pre-started sessions whose client was fetched ahead (or is being fetched).
+        self._fetched: set[str] = set()
         # Lessons whose "no room for everyone" was logged: once per lesson, not every tick.
         self._short_of_room: set[tuple[str, float]] = set()
 
@@ -125,7 +132,18 @@ class LessonPrestarts:
                 yield self._store.settle_prestart(mark.session_id, UNCLAIMED, now)
             else:
                 held.add(session.id)
+                if session.state == READY:
+                    self._fetch_ahead(session)
         self._sessions.hold(frozenset(held))
+        self._fetched &= held
+
+    def _fetch_ahead(self, session: DesktopSession) -> None:
+        backend = self._sessions.backend_of(session)
+        if self._fetch_client is None or backend is None or session.id in self._fetched:
+            return
+        self._fetched.add(session.id)
+        # In the background: the claim windows of the other pre-starts do not wait for it.
+        self._fetch_client(session.id, session.owner, backend)
 
 
     @inlineCallbacks

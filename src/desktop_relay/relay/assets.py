@@ -136,8 +136,8 @@ class AssetRelay:
         exchange = _Exchange(request, backend, keep)
         return exchange.start(
             self._agent,
-            _upstream_url(backend, path, request.uri),
-            _upstream_headers(request.requestHeaders, backend),
+            upstream_url(backend, path, request.uri),
+            upstream_headers(request.requestHeaders, backend),
             self._reactor,
             self._response_timeout,
         )
@@ -149,7 +149,7 @@ class _Keep:
     headers, body), for bodies up to `limit` bytes."""
 
     limit: int
-    kept: Callable[[int, bytes, Headers, bytes], None]
+    kept: Callable[[int, bytes, Headers, bytes], object]
     # For an entry document: the paths its answer announces for preloading (client_cache.py).
     announce: Callable[[Headers], list[str]] | None = None
 
@@ -233,7 +233,7 @@ class _Exchange:
             return
         request = self._request
         request.setResponseCode(response.code, response.phrase)
-        _copy_response_headers(response, request.responseHeaders)
+        copy_response_headers(response, request.responseHeaders)
         if not request.responseHeaders.hasHeader(b"content-type"):
             # twisted.web would otherwise label an untyped body text/html.
             request.defaultContentType = None
@@ -382,14 +382,14 @@ class _Discard(Protocol):
         self.transport.stopProducing()  # type: ignore[union-attr]
 
 
-def _upstream_url(backend: Backend, path: str, uri: bytes) -> bytes:
+def upstream_url(backend: Backend, path: str, uri: bytes) -> bytes:
     """The container URL for `path` (as Klein decoded it) with the browser's query string."""
     url = backend.url(quote(path, safe=_PATH_SAFE)).encode("ascii")
     _, question, query = uri.partition(b"?")
     return url + question + quote(query, safe=_QUERY_SAFE).encode("ascii")
 
 
-def _upstream_headers(browser: Headers, backend: Backend) -> Headers:
+def upstream_headers(browser: Headers, backend: Backend) -> Headers:
     """The allowed browser headers, minus any the browser marked hop-by-hop, plus the relay's
     own credentials."""
     named = _connection_tokens(browser)
@@ -402,7 +402,7 @@ def _upstream_headers(browser: Headers, backend: Backend) -> Headers:
     return headers
 
 
-def _copy_response_headers(response: IResponse, browser: Headers) -> None:
+def copy_response_headers(response: IResponse, browser: Headers) -> None:
     """The container's end-to-end headers, for the browser.
 
     Twisted's HTTP client keeps the framing headers (Content-Length, Connection, Keep-Alive, TE,

@@ -91,8 +91,9 @@ class ClientFileCache:
         """Bytes of file bodies held."""
         return self._bytes
 
-    def entry_seen(self, session_id: str, user_id: str, body: bytes, headers: Headers) -> None:
-        """The session's container served this entry document: its files are looked up under it."""
+    def entry_seen(self, session_id: str, user_id: str, body: bytes, headers: Headers) -> bytes:
+        """The session's container served this entry document: its files are looked up under
+        the client build it names, which is returned."""
         validators = _validators(headers)
         build = hashlib.sha256(body + validators).digest()
         self._sessions[session_id] = (user_id, build)
@@ -104,6 +105,17 @@ class ClientFileCache:
             self._named.move_to_end((user_id, validators))
             while len(self._named) > self._max_builds:
                 self._named.popitem(last=False)
+        return build
+
+    def files_of_build(self, build: bytes) -> dict[str, bool]:
+        """The paths any user's browser fetched of this client build, and whether as a module:
+        which files to fetch ahead for someone else (client_warmup.py), never their bodies."""
+        paths: dict[str, bool] = {}
+        for (_, seen), files in self._files.items():
+            if seen == build:
+                for path, entry in files.items():
+                    paths[path] = paths.get(path, False) or entry.module
+        return paths
 
     def modules_to_announce(self, user_id: str, headers: Headers) -> list[str]:
         """The module scripts of the build an entry document with these headers' validators
