@@ -181,7 +181,7 @@ class RelayService(MultiService):
         self.prestarts = LessonPrestarts(
             self.sessions, self.store, reactor, _timetables(config),
             connected=lambda session_id: len(self.bridges.bridges_for_session(session_id)),
-            fetch_client=ClientWarmup(reactor, self.client_files).warm,
+            fetch_client=ClientWarmup(reactor, self.client_files),
         )
         self.lifecycle = LifecycleService(
             self.sessions, self.store, reactor,

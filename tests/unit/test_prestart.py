@@ -35,6 +35,22 @@ class Probe:
         return defer.succeed(True)
 
 
+class ClientFetcher:
+    """Records the web clients fetched ahead; has files to fetch once `known` (a build was loaded)."""
+
+    def __init__(self) -> None:
+        self.asked: list[tuple[str, str, int]] = []
+        self.known = False
+        self.kept: frozenset[str] = frozenset()
+
+    def warm(self, session_id: str, user_id: str, backend: Any) -> defer.Deferred[int]:
+        self.asked.append((session_id, user_id, backend.port))
+        return defer.succeed(70 if self.known else 0)
+
+    def keep_only(self, session_ids: frozenset[str]) -> None:
+        self.kept = session_ids
+
+
 class LessonWorld:
     def __init__(self, store: SQLiteStore, clock: task.Clock | None = None,
                  engine: FakeProvisioner | None = None, **limits: Any) -> None:
@@ -49,15 +65,10 @@ class LessonWorld:
             connected=lambda session_id: self.connections.get(session_id, 0),
         )
         timetable = WeeklyTimes(SCHEDULE.times, BERLIN)
-        # The web clients fetched ahead: (session, user, port).
-        self.fetched: list[tuple[str, str, int]] = []
+        self.client = ClientFetcher()
         self.prestarts = LessonPrestarts(self.sessions, store, self.clock, {SCHEDULE.name: (SCHEDULE, timetable)},
                                          connected=lambda session_id: self.connections.get(session_id, 0),
-                                         fetch_client=self._fetch_client)
-
-    def _fetch_client(self, session_id: str, user_id: str, backend: Any) -> defer.Deferred[int]:
-        self.fetched.append((session_id, user_id, backend.port))
-        return defer.succeed(1)
+                                         fetch_client=self.client)
 
     def at(self, clock_time: str) -> None:
         self.clock.advance(monday(clock_time) - self.clock.seconds())
@@ -211,13 +222,19 @@ async def test_a_prestart_opened_between_two_ticks_counts_as_opened(store: SQLit
 
 
 @pytest_twisted.ensureDeferred
-async def test_a_ready_prestart_has_its_client_fetched_ahead_once_for_its_pupil(store: SQLiteStore) -> None:
+async def test_a_ready_prestart_has_its_client_fetched_ahead_until_it_was_had(store: SQLiteStore) -> None:
     await seen(store, "anna", "klasse-7a")
     world = LessonWorld(store)
     world.at("07:51")
     await world.tick()  # started and ready
     (session,) = await store.active_sessions()
     await world.tick()
-    world.at("07:52")
+    asked = (session.id, "anna", session.host_port)
+    assert world.client.asked == [asked]  # no build known yet: asked again next tick
+    world.client.known = True
     await world.tick()
-    assert world.fetched == [(session.id, "anna", session.host_port)]
+    await world.tick()
+    assert world.client.asked == [asked, asked] and world.client.kept == {session.id}
+    world.connections[session.id] = 1  # anna opened it
+    await world.tick()
+    assert world.client.kept == frozenset()

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Generator, Mapping
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
 from twisted.internet.defer import Deferred, inlineCallbacks
@@ -32,6 +32,14 @@ from .sessions import DesktopNotAllowed, DesktopSessions, UnknownDesktop
 from .timetable import Lesson, Timetable
 
 
+class ClientFetcher(Protocol):
+    """Fetches a session's web client ahead for its owner (relay/client_warmup.py)."""
+
+    def warm(self, session_id: str, user_id: str, backend: Backend) -> Deferred[int]: ...
+
+    def keep_only(self, session_ids: frozenset[str]) -> None: ...
+
+
 class LessonPrestarts:
     """Runs the schedules: pre-starts before lessons, and the claim windows after they begin."""
 
@@ -40,18 +48,19 @@ class LessonPrestarts:
     def __init__(
         self, sessions: DesktopSessions, store: SQLiteStore, clock: IReactorTime,
         schedules: Mapping[str, tuple[ScheduleSettings, Timetable]], connected: Callable[[str], int],
-        fetch_client: Callable[[str, str, Backend], Deferred[int]] | None = None,
+        fetch_client: ClientFetcher | None = None,
     ) -> None:
-        """`fetch_client(session, user, backend)`: fetch a ready pre-started desktop's web client
-        ahead for its pupil (relay/client_warmup.py), so their first load is a quick one."""
+        """`fetch_client`: fetches a ready pre-started desktop's web client ahead for its pupil
+        (relay/client_warmup.py), so that their first load is a quick one."""
         self._sessions = sessions
         self._store = store
         self._clock = clock
         self._schedules = schedules
         self._connected = connected
         self._fetch_client = fetch_client
-        # Pre-started sessions whose client was fetched ahead (or is being fetched).
+        # Pre-started sessions whose client was fetched ahead, or is being fetched.
         self._fetched: set[str] = set()
+        self._fetching: set[str] = set()
         # Lessons whose "no room for everyone" was logged: once per lesson, not every tick.
         self._short_of_room: set[tuple[str, float]] = set()
 
@@ -135,15 +144,24 @@ class LessonPrestarts:
                 if session.state == READY:
                     self._fetch_ahead(session)
         self._sessions.hold(frozenset(held))
+        if self._fetch_client is not None:
+            self._fetch_client.keep_only(frozenset(held))
         self._fetched &= held
 
     def _fetch_ahead(self, session: DesktopSession) -> None:
+        """Fetch its client ahead, in the background (the other pre-starts' claim windows do not
+        wait for it); each tick again until some files were had (client_warmup.py says when)."""
         backend = self._sessions.backend_of(session)
-        if self._fetch_client is None or backend is None or session.id in self._fetched:
+        if self._fetch_client is None or backend is None or session.id in self._fetched | self._fetching:
             return
-        self._fetched.add(session.id)
-        # In the background: the claim windows of the other pre-starts do not wait for it.
-        self._fetch_client(session.id, session.owner, backend)
+        self._fetching.add(session.id)
+
+        def done(kept: int) -> None:
+            self._fetching.discard(session.id)
+            if kept:
+                self._fetched.add(session.id)
+
+        self._fetch_client.warm(session.id, session.owner, backend).addCallback(done)
 
 
     @inlineCallbacks

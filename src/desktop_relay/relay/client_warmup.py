@@ -6,7 +6,8 @@ The client file cache is per user because a container's files are in its user's 
 connected to it. So the relay asks it for its entry document and, when some browser has loaded
 that client build before, for each file that build had (only the paths come from the other
 user's load; every body comes from the pupil's own container), and keeps the answers for the
-pupil as if their browser had asked. Nothing is fetched for a build nobody has loaded yet.
+pupil as if their browser had asked. For a build nobody has loaded yet (the first lesson after
+the relay started) there is nothing to go by: asked again, it fetches once somebody has.
 """
 
 from __future__ import annotations
@@ -41,25 +42,36 @@ class ClientWarmup:
         self._cache = cache
         self._agent = agent if agent is not None else container_agent(reactor, connect_timeout)
         self._response_timeout = response_timeout
+        # Sessions whose entry document was seen, for a build no browser had loaded: session -> build.
+        self._unknown_builds: dict[str, bytes] = {}
 
     @inlineCallbacks
     def warm(self, session_id: str, user_id: str, backend: Backend) -> Generator[Deferred[Any], Any, int]:
         """Fetch the client of this session for its owner; the number of files kept. Never fails:
         a file that cannot be had is left for the browser to ask for."""
-        entry = yield self._get(backend, "", MAX_ENTRY)
-        if entry is None:
-            return 0
-        build = self._cache.entry_seen(session_id, user_id, entry[3], entry[2])
+        build = self._unknown_builds.pop(session_id, None)
+        if build is None:
+            entry = yield self._get(backend, "", MAX_ENTRY)
+            if entry is None:
+                return 0
+            build = self._cache.entry_seen(session_id, user_id, entry[3], entry[2])
         paths = self._cache.files_of_build(build)
+        if not paths:
+            self._unknown_builds[session_id] = build
+            return 0
         semaphore = DeferredSemaphore(PARALLEL)
         kept = sum((yield gatherResults([
             semaphore.run(self._keep, session_id, user_id, backend, path, module)
             for path, module in sorted(paths.items())
         ])))
-        if paths:
-            self._log.info("web client of session {session} fetched ahead for {user}: {kept} of {count} files",
-                           session=session_id, user=user_id, kept=kept, count=len(paths))
+        self._log.info("web client of session {session} fetched ahead for {user}: {kept} of {count} files",
+                       session=session_id, user=user_id, kept=kept, count=len(paths))
         return kept
+
+    def keep_only(self, session_ids: frozenset[str]) -> None:
+        """Only these sessions may be asked for again; the others were opened or stopped."""
+        for session_id in set(self._unknown_builds) - session_ids:
+            del self._unknown_builds[session_id]
 
     @inlineCallbacks
     def _keep(self, session_id: str, user_id: str, backend: Backend, path: str,
