@@ -15,7 +15,7 @@ between) by a script Playwright adds to every document and frame:
 | click | the Start button's click event (capture phase, before the dashboard's handler) |
 | POST answered | the page's `fetch` of `POST /api/sessions` resolved (the response's headers arrived) |
 | ready | the first API answer the page parsed that said `"state": "ready"` |
-| frame loaded | the `load` event of the web client's document (`/desktop/ID/?path=...`) |
+| frame loaded | the `load` event of the web client's document (`/desktop/ID/?path=...`), from its navigation timing |
 | first pixels | the first animation frame in which the client's canvas shows the desktop: the root |
 | | window's rgb(42,111,151) near the bottom-right corner *and* the xterm's white in the middle |
 
@@ -51,8 +51,8 @@ LABELS = {"post": "click -> POST answered", "ready": "-> ready", "frame": "-> fr
 # session page and the client's frame (same origin, same tab), and survives their navigations.
 PROBE = r"""
 (() => {
-  const mark = (name) => {
-    if (!sessionStorage.getItem("bench." + name)) sessionStorage.setItem("bench." + name, String(Date.now()));
+  const mark = (name, at) => {
+    if (!sessionStorage.getItem("bench." + name)) sessionStorage.setItem("bench." + name, String(at || Date.now()));
   };
   document.addEventListener("click", (event) => {
     if (event.target.closest && event.target.closest("button[data-desktop]")) {
@@ -72,20 +72,32 @@ PROBE = r"""
     if (value && value.state === "ready" && sessionStorage.getItem("bench.click")) mark("ready");
     return value;
   };
-  if (!new URLSearchParams(location.search).has("path")) return;
-  // The web client's document: its load event, then its canvas until the desktop shows.
-  window.addEventListener("load", () => mark("frame"));
+  // The web client's document: its load event, then its canvas until the desktop shows. Asked
+  // on every animation frame rather than once: a frame whose src the page was served with may
+  // run this in its initial about:blank document, whose window the client's document then keeps.
+  const client = () => new URLSearchParams(location.search).has("path");
+  const loaded = () => {
+    const navigation = performance.getEntriesByType("navigation")[0];
+    if (navigation && navigation.loadEventStart > 0) {
+      mark("frame", Math.round(performance.timeOrigin + navigation.loadEventStart));
+    }
+  };
   const desktop = (p) => Math.abs(p[0] - 42) < 6 && Math.abs(p[1] - 111) < 6 && Math.abs(p[2] - 151) < 6;
   const white = (p) => p[0] > 240 && p[1] > 240 && p[2] > 240;
   const look = () => {
+    if (!client()) {
+      if (location.href === "about:blank") requestAnimationFrame(look);
+      return;
+    }
+    loaded();
     const canvas = document.querySelector("canvas");
     const context = canvas && canvas.width > 100 && canvas.getContext("2d", { willReadFrequently: true });
     if (context) {
       const w = canvas.width, h = canvas.height;
       if (desktop(context.getImageData(w - 10, h - 10, 1, 1).data) &&
-          white(context.getImageData(Math.floor(w / 2), Math.floor(h * 0.55), 1, 1).data)) { mark("pixels"); return; }
+          white(context.getImageData(Math.floor(w / 2), Math.floor(h * 0.55), 1, 1).data)) mark("pixels");
     }
-    requestAnimationFrame(look);
+    if (!sessionStorage.getItem("bench.pixels") || !sessionStorage.getItem("bench.frame")) requestAnimationFrame(look);
   };
   requestAnimationFrame(look);
 })();
