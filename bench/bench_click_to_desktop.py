@@ -49,6 +49,7 @@ LABELS = {"post": "click -> POST answered", "ready": "-> ready", "frame": "-> fr
 
 # Runs in every document and frame of the tab. sessionStorage is shared by the dashboard, the
 # session page and the client's frame (same origin, same tab), and survives their navigations.
+# Pixels are read in the session page's animation frames, which is when its frame is painted too.
 PROBE = r"""
 (() => {
   const mark = (name, at) => {
@@ -72,34 +73,35 @@ PROBE = r"""
     if (value && value.state === "ready" && sessionStorage.getItem("bench.click")) mark("ready");
     return value;
   };
-  // The web client's document: its load event, then its canvas until the desktop shows. Asked
-  // on every animation frame rather than once: a frame whose src the page was served with may
-  // run this in its initial about:blank document, whose window the client's document then keeps.
-  const client = () => new URLSearchParams(location.search).has("path");
-  const loaded = () => {
-    const navigation = performance.getEntriesByType("navigation")[0];
-    if (navigation && navigation.loadEventStart > 0) {
-      mark("frame", Math.round(performance.timeOrigin + navigation.loadEventStart));
-    }
-  };
+  // The web client's document in the session page's frame: its load event, then its canvas
+  // until the desktop shows, watched from the session page on every animation frame. (Not from
+  // inside the frame: a frame whose src the page was served with may run this script in its
+  // initial about:blank document, and an animation frame asked for there never comes.)
+  if (window !== window.top) return;
   const desktop = (p) => Math.abs(p[0] - 42) < 6 && Math.abs(p[1] - 111) < 6 && Math.abs(p[2] - 151) < 6;
   const white = (p) => p[0] > 240 && p[1] > 240 && p[2] > 240;
   const look = () => {
-    if (!client()) {
-      if (location.href === "about:blank") requestAnimationFrame(look);
-      return;
-    }
-    loaded();
-    const canvas = document.querySelector("canvas");
-    const context = canvas && canvas.width > 100 && canvas.getContext("2d", { willReadFrequently: true });
-    if (context) {
-      const w = canvas.width, h = canvas.height;
-      if (desktop(context.getImageData(w - 10, h - 10, 1, 1).data) &&
-          white(context.getImageData(Math.floor(w / 2), Math.floor(h * 0.55), 1, 1).data)) mark("pixels");
+    const frame = document.getElementById("desktop");
+    const client = frame && frame.contentWindow;
+    if (client && new URLSearchParams(client.location.search).has("path")) {
+      const navigation = client.performance.getEntriesByType("navigation")[0];
+      if (navigation && navigation.loadEventStart > 0) {
+        mark("frame", Math.round(client.performance.timeOrigin + navigation.loadEventStart));
+      }
+      const canvas = client.document.querySelector("canvas");
+      const context = canvas && canvas.width > 100 && canvas.getContext("2d", { willReadFrequently: true });
+      if (context) {
+        const w = canvas.width, h = canvas.height;
+        if (desktop(context.getImageData(w - 10, h - 10, 1, 1).data) &&
+            white(context.getImageData(Math.floor(w / 2), Math.floor(h * 0.55), 1, 1).data)) mark("pixels");
+      }
     }
     if (!sessionStorage.getItem("bench.pixels") || !sessionStorage.getItem("bench.frame")) requestAnimationFrame(look);
   };
-  requestAnimationFrame(look);
+  if (document.body && document.body.dataset.session !== undefined) requestAnimationFrame(look);
+  else document.addEventListener("DOMContentLoaded", () => {
+    if (document.body.dataset.session !== undefined) requestAnimationFrame(look);
+  });
 })();
 """
 
