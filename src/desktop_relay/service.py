@@ -288,7 +288,9 @@ class RelayService(MultiService):
                 self._log.warn("OpenID provider not reachable yet, will retry at sign-in: {problem}",
                                problem=e.detail)
         yield self._sweep_files()
-        yield self.assignments.load()
+        # An assignment that ended while no relay ran stops what it offered now; a week covers
+        # any pause a relay is likely to have.
+        yield self.assignments.start(self._reactor.seconds() - 7 * 86400)
         self.lifecycle.setServiceParent(self)
         self._purger.setServiceParent(self)
         self._sighup.accepting = True

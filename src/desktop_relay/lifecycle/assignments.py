@@ -33,6 +33,8 @@ class ClassAssignments:
         self._sessions = sessions
         self._clock = clock
         self._open: list[Assignment] = []
+        # The ones current at the last load: those no longer current at the next have ended.
+        self._was_current: list[Assignment] = []
         self._timer: IDelayedCall | None = None
         sessions.offered = self.offered
 
@@ -49,16 +51,26 @@ class ClassAssignments:
         return [a for a in self._open if a.current(now)]
 
     @inlineCallbacks
-    def load(self) -> Generator[Deferred[Any], Any, None]:
+    def load(self, actor: str = "relay") -> Generator[Deferred[Any], Any, int]:
         """Read the open assignments again (at start-up and after every change), stop what the
-        ones that ended since offered, and wait for the next start or end."""
-        before = self.current()
+        ones that ended since offered (as `actor`), and wait for the next start or end. Returns
+        how many desktops were stopped."""
         self._open = yield self._store.open_assignments(self._clock.seconds())
-        now_current = {a.id for a in self.current()}
+        before, self._was_current = self._was_current, self.current()
+        now_current = {a.id for a in self._was_current}
+        self._schedule()
+        stopped = 0
         for gone in before:
             if gone.id not in now_current:
-                yield self.stop_desktops_of(gone, "relay")
-        self._schedule()
+                stopped += yield self.stop_desktops_of(gone, actor)
+        return stopped
+
+    @inlineCallbacks
+    def start(self, since: float) -> Generator[Deferred[Any], Any, int]:
+        """At start-up: the assignments that ended since `since` (while no relay ran, say) are
+        taken as current before, so the desktops they offered are stopped now."""
+        self._was_current = yield self._store.ended_since(since, self._clock.seconds())
+        return (yield self.load())
 
     @inlineCallbacks
     def stop_desktops_of(self, assignment: Assignment, actor: str) -> Generator[Deferred[Any], Any, int]:

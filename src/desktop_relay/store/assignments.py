@@ -84,6 +84,12 @@ class AssignmentQueries(SQLiteConnection):
         return self._run(lambda c: _all(
             c, "SELECT * FROM assignments WHERE ended IS NULL AND ends > ? ORDER BY starts, id", (now,)))
 
+    def ended_since(self, since: float, now: float) -> Deferred[list[Assignment]]:
+        """The assignments that stopped being offered between `since` and `now`."""
+        return self._run(lambda c: _all(
+            c, "SELECT * FROM assignments WHERE COALESCE(MIN(ended, ends), ends) BETWEEN ? AND ?"
+            " ORDER BY starts, id", (since, now)))
+
     def groups_seen(self) -> Deferred[list[str]]:
         """Every group of any user seen (for an admin who sees all classes)."""
         return self._run(lambda c: [row[0] for row in c.execute(

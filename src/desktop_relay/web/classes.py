@@ -205,8 +205,7 @@ class ClassesAPI:
         ended = yield self._store.end_assignment(assignment_id, web.user_id, now)
         if ended is None:
             raise Problem(409, "assignment-ended", N_("Assignment over"), N_("This assignment has ended already."))
-        yield self._assignments.load()
-        stopped = yield self._assignments.stop_desktops_of(ended, web.user_id)
+        stopped = yield self._assignments.load(web.user_id)
         self._log.info("{teacher} ended assignment {assignment} of {desktop} to {class_group}; {count} stopped",
                        teacher=web.user_id, assignment=ended.id, desktop=ended.desktop, class_group=class_group,
                        count=stopped)
