@@ -130,7 +130,7 @@
                 element("span", t("until {time}", { time: i18n.dateTime(a.until) })));
       if (a.note) { li.append(element("span", a.note)); }
       if (a.status !== "ended") {
-        const end = element("button", t("End now"), { type: "button", className: "quiet" });
+        const end = element("button", t("End"), { type: "button", className: "quiet" });
         end.setAttribute("aria-label", t("End the offer of {desktop}", { desktop: a.desktop }));
         end.addEventListener("click", async () => {
           try {
