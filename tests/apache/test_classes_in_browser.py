@@ -60,6 +60,10 @@ def test_a_teacher_stops_a_pupils_desktop_and_offers_one_in_my_classes(
     row.get_by_text(w("No desktop")).wait_for()
     seen = ada.api("GET", f"/sessions/{session['id']}").json()
     assert seen["end_reason"] == "teacher" and seen["reason"] == "Eyes to the front, please."
+    # The pupil's own page for it says who stopped it, and the teacher's words.
+    pupil.page.goto(f"{relay.url}/desktop/{session['id']}/")
+    pupil.page.get_by_text(pupil.words.gettext("This desktop was stopped by your teacher.")).wait_for()
+    pupil.page.get_by_text("Eyes to the front, please.").wait_for()
 
     now = datetime.now().replace(second=0, microsecond=0)
     page.select_option("#classes-assign-desktop", "lab")

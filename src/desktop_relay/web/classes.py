@@ -217,6 +217,8 @@ class ClassesAPI:
     def _teacher_of(self, request: IRequest, class_group: str) -> Generator[Deferred[Any], Any, WebSession]:
         web: WebSession = yield self._guard.signed_in(request)
         if not self._scope.teaches(web.role, web.groups, class_group):
+            self._log.info("{user} ({role}) refused class {class_group}: not in their scope", user=web.user_id,
+                           role=web.role, class_group=class_group)
             raise _no_class(class_group)
         return web
 
