@@ -43,7 +43,7 @@ class ClassesServer:
         self.web_sessions = WebSessions(store, reactor, secure=False, idle=3600, lifetime=86400)
         from desktop_relay.web.guard import RequestGuard
 
-        guard = RequestGuard(self.web_sessions, ORIGIN, ())
+        self.guard = guard = RequestGuard(self.web_sessions, ORIGIN, ())
         self.sessions = DesktopSessions(
             store=store, provisioner=self.engine, probe=lambda backend: defer.succeed(True), clock=self.clock,
             desktops={"demo": desktop("demo"), "lab": desktop("lab", groups="", teachers_may_assign=True)},
@@ -289,3 +289,51 @@ async def test_an_assignment_that_ended_while_no_relay_ran_stops_its_desktops_at
     stored = await server.store.get_session(session_id)
     assert stored is not None and stored.state == "stopped" and stored.end_reason == "teacher"
     restarted.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_past_its_until_an_assignment_refuses_the_desktops_upgrade_before_any_timer_stops_it(
+    server: ClassesServer,
+) -> None:
+    from desktop_relay.web.access import DesktopAccess
+    from desktop_relay.web.responses import Problem
+
+    await server.call("POST", "tina", "/klasse-7a/assignments", {"desktop": "lab", "until": NOW + 60})
+    session_id = await server.start(ADA, "lab")
+    access = DesktopAccess(server.store, server.sessions, server.guard)
+    web = WebSession(token_hash("token-ada"), "ada", "Ada", frozenset({"klasse-7a"}), 1e12, 1e12, PUPIL)
+    assert (await access.backend_for(web, session_id)).port is not None
+    server.assignments.stop()  # no timer: the one decision refuses it by itself
+    server.clock.advance(60)
+    with pytest.raises(Problem) as refused:
+        await access.backend_for(web, session_id)
+    assert refused.value.status == 403 and refused.value.slug == "desktop-not-allowed"
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_stop_without_a_reason_tells_the_pupil_in_their_language(server: ClassesServer) -> None:
+    from desktop_relay.i18n import language
+
+    session_id = await server.start(ADA, "demo")
+    status, _ = await server.call("POST", "tina", f"/klasse-7a/sessions/{session_id}/stop", {})
+    stored = await server.store.get_session(session_id)
+    assert status == 200 and stored is not None and stored.reason == "Stopped by your teacher."
+    assert language("de").stored(stored.reason) == "Von deiner Lehrkraft beendet."
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_queued_pupil_is_shown_with_their_place_in_line(store: SQLiteStore) -> None:
+    from desktop_relay.capacity import CapacityLimits
+
+    served = ClassesServer(store, ClassSettings(class_groups=("klasse-*",)))
+    try:
+        await served.people()
+        served.sessions.reconfigure(served.sessions.desktops, CapacityLimits(max_total=1), 3)
+        await served.start(Identity("tom", "Tom", frozenset({"klasse-7a", "lehrer"}), TEACHER), "demo")
+        await served.start(ADA, "demo")
+        _, view = await served.call("GET", "tina", "/klasse-7a")
+        (session,) = view["pupils"][0]["sessions"]
+        assert session["state"] == "queued" and session["position"] == 1 and "look_url" not in session
+    finally:
+        served.assignments.stop()
+        await served.port.stopListening()
