@@ -24,6 +24,7 @@ from desktop_relay.lifecycle import DesktopNotAllowed, DesktopSessions
 from desktop_relay.lifecycle.assignments import ClassAssignments
 from desktop_relay.store import SeenUser, SQLiteStore, WebSession
 from desktop_relay.web.classes import ClassesAPI, moment
+from desktop_relay.web.guard import RequestGuard
 
 ORIGIN = "http://127.0.0.1:8080"
 NOW = 1_800_000_000.0
@@ -41,8 +42,6 @@ class ClassesServer:
         self.clock.advance(NOW)
         self.engine = FakeProvisioner([IMAGE])
         self.web_sessions = WebSessions(store, reactor, secure=False, idle=3600, lifetime=86400)
-        from desktop_relay.web.guard import RequestGuard
-
         self.guard = guard = RequestGuard(self.web_sessions, ORIGIN, ())
         self.sessions = DesktopSessions(
             store=store, provisioner=self.engine, probe=lambda backend: defer.succeed(True), clock=self.clock,

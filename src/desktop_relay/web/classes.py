@@ -125,7 +125,8 @@ class ClassesAPI:
             raise _invalid(N_("reason must be text of at most {limit} characters."), limit=MAX_REASON)
         session = yield self._store.get_session(session_id)
         pupil = (yield self._store.seen_user(session.owner)) if session is not None else None
-        if session is None or pupil is None or not self._in_class(pupil, class_group):
+        if (session is None or pupil is None or not self._in_class(pupil, class_group)
+                or not self._scope.may_see(web.role, web.groups, pupil.role, pupil.groups)):
             # Someone else's session, or a pupil of another class: as if it did not exist.
             raise Problem(404, "no-such-session", N_("No such desktop session"),
                           N_("There is no desktop session with this address for you."))
