@@ -37,6 +37,7 @@ from .fdlimit import desktops_for, raise_soft_limit
 from .files import DockerFiles
 from .homes.usage import HomeUsage
 from .lifecycle import DesktopSessions, LifecycleService
+from .lifecycle.assignments import ClassAssignments
 from .lifecycle.pool import WarmPool
 from .lifecycle.prestart import LessonPrestarts
 from .lifecycle.timetable import Timetable, TimetableError, read_if_changed, timetable_for
@@ -60,6 +61,7 @@ from .web.admin.users import UsersAdmin
 from .web.api import UserAPI
 from .web.app import RelayWeb
 from .web.bodies import bounded_request
+from .web.classes import ClassesAPI
 from .web.files import FilesAPI
 from .web.guard import RequestGuard
 from .web.pages import Pages
@@ -197,6 +199,8 @@ class RelayService(MultiService):
         )
         # Who teaches which class (auth/classes.py): the scope of every teacher feature.
         self.classes = ClassScope(config.classes)
+        # Desktops teachers offer their classes for a time (lifecycle/assignments.py).
+        self.assignments = ClassAssignments(self.store, self.sessions, reactor)
         self.access = DesktopAccess(self.store, self.sessions, guard)
         self.access.remember_grants(self.bridges, reactor)
         # relay.ini again on SIGHUP or POST /api/admin/reload: desktops and session limits.
@@ -223,7 +227,9 @@ class RelayService(MultiService):
             sign_in_timeout=config.oidc.sign_in_timeout if config.oidc else 600,
             throttle=LoginThrottle(reactor, config.login_attempts, config.login_window),
             api=UserAPI(self.store, self.sessions, guard, admin_auth.caller,
-                        {"files": files_api.app.resource()}),
+                        {"files": files_api.app.resource(),
+                         "classes": ClassesAPI(self.store, self.sessions, guard, self.classes,
+                                               self.assignments).app.resource()}),
             access=self.access,
             assets=AssetRelay(reactor, cache=self.client_files),
             bridges=self.bridges,
@@ -286,6 +292,9 @@ class RelayService(MultiService):
                 self._log.warn("OpenID provider not reachable yet, will retry at sign-in: {problem}",
                                problem=e.detail)
         yield self._sweep_files()
+        # An assignment that ended while no relay ran stops what it offered now; a week covers
+        # any pause a relay is likely to have.
+        yield self.assignments.start(self._reactor.seconds() - 7 * 86400)
         self.lifecycle.setServiceParent(self)
         self._purger.setServiceParent(self)
         self._sighup.accepting = True
@@ -337,6 +346,7 @@ class RelayService(MultiService):
         # Browsers get a clean 1001 and reconnect to the next relay process.
         yield self.bridges.close_all(CLOSE_GOING_AWAY, "relay shutting down")
         yield super().stopService()
+        self.assignments.stop()
         for working in self.sessions.working():
             working.cancel()
         yield DeferredList(self.sessions.working(), consumeErrors=True)

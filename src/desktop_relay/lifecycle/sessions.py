@@ -129,12 +129,24 @@ class DesktopSessions(ContainerLaunch):
         # Ready sessions started before a lesson for a pupil who has not opened them yet
         # (prestart.py decides): no idle or disconnect clock runs for them.
         self._held: frozenset[str] = frozenset()
+        # The desktops teachers' assignments offer a person now (lifecycle/assignments.py).
+        self.offered: Callable[[Identity], frozenset[str]] = lambda identity: frozenset()
 
     # -- the catalogue ------------------------------------------------------------------
 
     def desktops_for(self, identity: Identity) -> list[DesktopType]:
         """The desktops this user may start, in configuration order."""
-        return [d for d in self._desktops.values() if d.allows(identity.user_id, identity.groups)]
+        offered = self.offered(identity)
+        return [d for d in self._desktops.values() if self.may_start(identity, d, offered)]
+
+    def may_start(self, identity: Identity, desktop: DesktopType, offered: frozenset[str] | None = None) -> bool:
+        """The one decision whether someone may start (and reach) a desktop: relay.ini's groups
+        and users, or a current assignment to a class of theirs of a desktop teachers may assign."""
+        if desktop.allows(identity.user_id, identity.groups):
+            return True
+        if not desktop.teachers_may_assign:
+            return False
+        return desktop.name in (self.offered(identity) if offered is None else offered)
 
     def desktop(self, name: str) -> DesktopType | None:
         """A desktop type by name: a configured one, or one a reload removed (for the sessions
@@ -216,7 +228,7 @@ class DesktopSessions(ContainerLaunch):
         desktop = self._desktops.get(desktop_name)
         if desktop is None:
             raise UnknownDesktop(desktop_name)
-        if not desktop.allows(identity.user_id, identity.groups):
+        if not self.may_start(identity, desktop):
             raise DesktopNotAllowed(desktop_name)
         now = self._clock.seconds()
         candidate = DesktopSession(

@@ -1,14 +1,15 @@
 """The relay's store: desktop sessions and their queue, idle clocks, signed-in browsers, the audit
-trail, admin tokens, the users seen, their homes, the warm pool and the lessons' pre-starts; in SQLite
-(the embedded default), behind one class made of one mixin per table.
+trail, admin tokens, the users seen, their homes, the warm pool, the lessons' pre-starts and
+teachers' assignments; in SQLite (the embedded default), behind one class made of one mixin per table.
 
 Modules: records (the values), connection (the thread, transactions, the versioned schema),
 desktop_sessions, web_sessions, audit, admin (tokens, users seen), homes (home volumes and their
-usage), pool (pooled containers, pre-starts). A second implementation (PostgreSQL, for several
-relays) would offer the same methods.
+usage), pool (pooled containers, pre-starts), assignments (desktops teachers offer their
+classes). A second implementation (PostgreSQL, for several relays) would offer the same methods.
 """
 
 from .admin import AdminQueries, TokenNameTaken
+from .assignments import Assignment, AssignmentQueries
 from .audit import AuditFilter, AuditQueries
 from .desktop_sessions import DesktopSessionQueries
 from .homes import HomeQueries, HomeRecord
@@ -33,7 +34,8 @@ from .web_sessions import WebSessionQueries
 
 
 class SQLiteStore(
-    DesktopSessionQueries, WebSessionQueries, AuditQueries, AdminQueries, HomeQueries, PoolQueries
+    DesktopSessionQueries, WebSessionQueries, AuditQueries, AdminQueries, HomeQueries, PoolQueries,
+    AssignmentQueries,
 ):
     """Asynchronous access to the SQLite database; every method returns a Deferred."""
 
@@ -49,6 +51,7 @@ __all__ = [
     "STOPPED",
     "STOPPING",
     "AdminToken",
+    "Assignment",
     "DesktopSession",
     "HomeRecord",
     "PoolContainer",

@@ -21,7 +21,7 @@ from ..lifecycle import DesktopSessions
 from ..relay.bridge import BridgeClosed, BridgeTarget, DesktopBridgeFactory, UpgradeRefused
 from ..store import QUEUED, READY, STARTING, SQLiteStore, WebSession
 from .grants import UpgradeGrants
-from .guard import RequestGuard
+from .guard import RequestGuard, identity_of
 from .responses import Problem
 
 # How long a granted upgrade is remembered at most; a stop or sign-out forgets it at once.
@@ -75,7 +75,7 @@ class DesktopAccess:
             raise Problem(404, "no-such-session", N_("No such desktop session"),
                           N_("There is no desktop session with this address for you."))
         desktop = self._sessions.desktop(session.desktop)
-        if desktop is None or not desktop.allows(web.user_id, web.groups):
+        if desktop is None or not self._sessions.may_start(identity_of(web), desktop):
             raise Problem(403, "desktop-not-allowed", N_("Desktop not allowed"),
                           N_("You are no longer allowed to use this desktop."))
         if session.state in (QUEUED, STARTING):
