@@ -67,6 +67,8 @@ RESTART_SETTINGS = {
     "shares": "[share:NAME]",
     # The timetables are read when the relay starts (lifecycle/timetable.py).
     "schedules": "[schedule:NAME]",
+    # The class scope (auth/classes.py) is made once, when the relay starts.
+    "classes": "[roles] class_groups, admins_see_all_classes, teacher_control and [classes]",
 }
 # The settings a reload applies, with their place in relay.ini.
 RELOADED_SETTINGS = {
