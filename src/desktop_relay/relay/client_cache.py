@@ -107,6 +107,10 @@ class ClientFileCache:
                 self._named.popitem(last=False)
         return build
 
+    def holds(self, user_id: str, build: bytes, path: str) -> bool:
+        """Whether this user's browser had this file of this build already."""
+        return path in self._files.get((user_id, build), {})
+
     def files_of_build(self, build: bytes) -> dict[str, bool]:
         """The paths any user's browser fetched of this client build, and whether as a module:
         which files to fetch ahead for someone else (client_warmup.py), never their bodies."""

@@ -47,8 +47,9 @@ class ClientWarmup:
 
     @inlineCallbacks
     def warm(self, session_id: str, user_id: str, backend: Backend) -> Generator[Deferred[Any], Any, int]:
-        """Fetch the client of this session for its owner; the number of files kept. Never fails:
-        a file that cannot be had is left for the browser to ask for."""
+        """Fetch the client of this session for its owner; the number of files kept (or 1 when the
+        owner's browser has them all already), 0 for nothing to go by yet. Never fails: a file
+        that cannot be had is left for the browser to ask for."""
         build = self._unknown_builds.pop(session_id, None)
         if build is None:
             entry = yield self._get(backend, "", MAX_ENTRY)
@@ -59,6 +60,9 @@ class ClientWarmup:
         if not paths:
             self._unknown_builds[session_id] = build
             return 0
+        paths = {path: module for path, module in paths.items() if not self._cache.holds(user_id, build, path)}
+        if not paths:
+            return 1  # their browser loaded this build itself: nothing to fetch
         semaphore = DeferredSemaphore(PARALLEL)
         kept = sum((yield gatherResults([
             semaphore.run(self._keep, session_id, user_id, backend, path, module)
