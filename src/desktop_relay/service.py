@@ -61,6 +61,7 @@ from .web.app import RelayWeb
 from .web.bodies import bounded_request
 from .web.files import FilesAPI
 from .web.guard import RequestGuard
+from .web.looks import Looks, LooksAPI
 from .web.pages import Pages
 
 
@@ -160,7 +161,7 @@ class RelayService(MultiService):
                 per_desktop={name: d.max_sessions for name, d in config.desktops.items()},
                 max_queued=config.max_queued,
             ),
-            connected=lambda session_id: len(self.bridges.bridges_for_session(session_id)),
+            connected=lambda session_id: self._owner_bridges(session_id),
             on_session_ended=lambda session_id, reason: self.bridges.close_session(
                 session_id, CLOSE_SESSION_STOPPED, reason
             ),
@@ -177,7 +178,7 @@ class RelayService(MultiService):
                              metrics=self.metrics)
         self.prestarts = LessonPrestarts(
             self.sessions, self.store, reactor, _timetables(config),
-            connected=lambda session_id: len(self.bridges.bridges_for_session(session_id)),
+            connected=lambda session_id: self._owner_bridges(session_id),
         )
         self.lifecycle = LifecycleService(
             self.sessions, self.store, reactor,
@@ -193,8 +194,14 @@ class RelayService(MultiService):
         )
         # Who teaches which class (auth/classes.py): the scope of every teacher feature.
         self.classes = ClassScope(config.classes)
-        self.access = DesktopAccess(self.store, self.sessions, guard)
+        self.access = DesktopAccess(self.store, self.sessions, guard, self.classes,
+                                    config.classes.teacher_control)
         self.access.remember_grants(self.bridges, reactor)
+        # Teachers' looks at pupils' desktops (web/looks.py): told of every bridge before the audit.
+        self.looks = Looks(self.bridges, self.sessions.watch, self.store, reactor, self.bridges.listener)
+        self.bridges.listener = self.looks
+        looks_api = LooksAPI(self.looks, self.access, guard, self.store, config.classes.teacher_control,
+                             reactor.seconds)
         # relay.ini again on SIGHUP or POST /api/admin/reload: desktops and session limits.
         self.reloader = ConfigReloader(config, self.sessions, self.store, reactor)
         self._sighup = SighupReload(self.reloader, reactor)
@@ -219,7 +226,8 @@ class RelayService(MultiService):
             sign_in_timeout=config.oidc.sign_in_timeout if config.oidc else 600,
             throttle=LoginThrottle(reactor, config.login_attempts, config.login_window),
             api=UserAPI(self.store, self.sessions, guard, admin_auth.caller,
-                        {"files": files_api.app.resource()}),
+                        {"files": files_api.app.resource(), "looks": looks_api.app.resource()},
+                        looks_of=self.looks.of_session),
             access=self.access,
             assets=AssetRelay(reactor, cache=ClientFileCache()),
             bridges=self.bridges,
@@ -309,6 +317,11 @@ class RelayService(MultiService):
             return
         if removed:
             self._log.info("removed {count} files container(s) of an earlier run", count=removed)
+
+    def _owner_bridges(self, session_id: str) -> int:
+        """How many of the session's own browsers show it: a teacher's look keeps no desktop alive."""
+        return sum(1 for b in self.bridges.bridges_for_session(session_id)
+                   if b.target is None or b.target.looking_at is None)
 
     def admin_groups(self, auth: AdminAuth) -> dict[str, IResource]:
         """The admin API groups of the catalog, the engine, the reload, the pool and the pre-starts,

@@ -143,3 +143,17 @@ def test_message_cut_short_waits_without_passing_a_partial_input():
     assert f.feed(KEY_A_DOWN[:3]) == b""
     assert f.feed(KEY_A_DOWN[3:] + FBUR[:4]) == FBUR[:4]
     assert f.feed(FBUR[4:]) == FBUR[4:]
+
+
+def test_input_passes_while_allowed_and_is_removed_again_from_the_next_message():
+    f = ViewOnlyFilter()
+    through(HANDSHAKE_NONE, f)
+    long_text = b"\x06\x00\x00\x00" + struct.pack(">i", 1000) + b"y" * 1000
+    # A message is decided once its header is in: this paste is being removed.
+    assert f.feed(long_text[:20]) == b""
+    f.input_allowed = True
+    # Removed whole even so; then input passes, but never a SetDesktopSize.
+    assert f.feed(long_text[20:] + KEY_A_DOWN + SET_DESKTOP_SIZE + CUT_TEXT[:10]) == KEY_A_DOWN + CUT_TEXT[:10]
+    f.input_allowed = False
+    # That paste passes whole, the pointer event after it does not.
+    assert f.feed(CUT_TEXT[10:] + POINTER + FBUR) == CUT_TEXT[10:] + FBUR

@@ -437,6 +437,8 @@ class InputClassifier:
 # (255) is decided by its submessage: only the extended key event (0) is input.
 _VIEWER_DROPS = frozenset({4, 5, 6, 180, 188, 250, 251})
 _QEMU = 255
+_SET_DESKTOP_SIZE = 251
+_BINARY_CLIPBOARD = 180
 _QEMU_KEY = 0
 # ClientInit's shared flag, forced on: a viewer's ClientInit must never make the server drop
 # the pupil's own connection.
@@ -453,7 +455,7 @@ class ViewOnlyFilter:
     shared flag to 1. It fails closed: whatever the parser cannot follow raises FilterFailed
     (and every later piece too), so nothing unparsed ever reaches the desktop."""
 
-    __slots__ = ("_buf", "_drop", "_failed", "_parser", "_pass", "dropped")
+    __slots__ = ("_buf", "_drop", "_drop_entries", "_failed", "_parser", "_pass", "dropped", "input_allowed")
 
     def __init__(self) -> None:
         self._parser = InputClassifier()
@@ -463,8 +465,13 @@ class ViewOnlyFilter:
         self._pass = 0
         self._drop = 0
         self._failed: str | None = None
+        self._drop_entries = True
         #: How many input messages were removed.
         self.dropped = 0
+        #: Whether input passes after all (a teacher given control): the stream is still
+        #: followed, so removing can resume at the next message when control is taken back.
+        #: SetDesktopSize is removed even then: the pupil's screen keeps its size.
+        self.input_allowed = False
 
     def feed(self, data: bytes) -> bytes:
         """The bytes of this piece that may reach the desktop (possibly none)."""
@@ -503,11 +510,15 @@ class ViewOnlyFilter:
             replacement: bytes | None = None
             if state == _MESSAGES:
                 kind = buf[0]
-                drop = kind in _VIEWER_DROPS or (kind == _QEMU and buf[1] == _QEMU_KEY)
+                drop = kind == _SET_DESKTOP_SIZE or not self.input_allowed and (
+                    kind in _VIEWER_DROPS or (kind == _QEMU and buf[1] == _QEMU_KEY))
             elif state == _CLIPBOARD_ENTRY:
-                drop = True
+                drop = self._drop_entries
             elif state == _CLIENT_INIT:
                 replacement = _SHARED
+            if state == _MESSAGES and buf[0] == _BINARY_CLIPBOARD:
+                # Its entries follow as units of their own: they go where their header went.
+                self._drop_entries = drop
             if drop and state == _MESSAGES:
                 self.dropped += 1
             have = min(length, len(buf))
