@@ -45,7 +45,7 @@ def setup() -> tuple[Looks, Audit, Then, SessionWatch, list[Any]]:
     clock = task.Clock()
     watch = SessionWatch(clock)
     bridges: list[Any] = []
-    factory = SimpleNamespace(bridges_for_session=lambda session_id: frozenset(bridges))
+    factory = SimpleNamespace(bridges_for_session=lambda session_id: tuple(bridges))
     audit, then = Audit(), Then()
     looks = Looks(factory, watch, audit, clock, then)  # type: ignore[arg-type]
     return looks, audit, then, watch, bridges
