@@ -16,8 +16,23 @@ async function lookCall(method, suffix) {
   return data;
 }
 
+// The web client's own view-only switch (noVNC's and KasmVNC's settings checkbox), only for the
+// teacher's comfort: the relay drops a view-only look's input whatever the client sends.
+function setClientViewOnly(viewOnly) {
+  try {
+    const box = document.getElementById("desktop").contentDocument.getElementById("noVNC_setting_view_only");
+    if (box && box.checked !== viewOnly) {
+      box.checked = viewOnly;
+      box.dispatchEvent(new Event("change"));
+    }
+  } catch (error) {
+    // The client is not loaded yet: the next refresh sets it.
+  }
+}
+
 function showLook(look) {
   const control = look.control;
+  setClientViewOnly(control !== "granted");
   modeText.textContent = control === "granted" ? t("you have control")
     : control === "asked" ? t("view only — waiting for the pupil's answer") : t("view only");
   askButton.hidden = look.teacher_control === "off" || control !== "none";
