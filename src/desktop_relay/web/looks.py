@@ -80,8 +80,6 @@ class Looks:
                                                  control=target.control)
             self._audit(target.user_id, "look.start", target.session_id, f"pupil={target.looking_at}",
                         target.address)
-            self._log.info("{teacher} looks at session {session} of {pupil}", teacher=target.user_id,
-                           session=target.session_id, pupil=target.looking_at)
         elif look.control:
             self._set_control(target.session_id, target.user_id, True)
         look.bridges += 1
@@ -112,8 +110,6 @@ class Looks:
         self._audit(target.user_id, "look.end", target.session_id,
                     f"pupil={target.looking_at} since={look.since:.0f} until={now:.0f} {closed.audit_detail()}",
                     target.address)
-        self._log.info("{teacher} stopped looking at session {session}", teacher=target.user_id,
-                       session=target.session_id)
         self._watch.changed([target.session_id])
 
     # -- what pages show ----------------------------------------------------------------
@@ -186,6 +182,9 @@ class Looks:
                 bridge.control = allowed
 
     def _audit(self, actor: str, action: str, session_id: str, detail: str, address: str = "") -> None:
+        """One audit line, and the same event as one log line for admins."""
+        self._log.info("{action} by {actor} at session {session}: {detail}", action=action, actor=actor,
+                       session=session_id, detail=detail)
         d = self._store.audit(self._clock.seconds(), actor, action, session_id, detail, address)
         d.addErrback(lambda failure: self._log.failure(
             "cannot write the {action} of session {session} to the audit trail", failure,
