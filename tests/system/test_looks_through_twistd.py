@@ -86,17 +86,17 @@ class Rfb:
         self.ws.send(b"\x06\0\0\0" + struct.pack(">i", 4) + b"rm -")
 
 
-def look_socket(browser: Browser, session_id: str) -> ClientConnection:
+def look_socket(browser: Browser, session_id: str, origin: str | None = None, cookie: bool = True) -> ClientConnection:
     return connect(
         f"ws://127.0.0.1:{browser.relay.port}/look/{session_id}/websockify",
-        origin=browser.origin, subprotocols=["binary"],
-        additional_headers={"Cookie": browser.cookie_header}, open_timeout=20, max_size=None,
+        origin=origin or browser.origin, subprotocols=["binary"],
+        additional_headers={"Cookie": browser.cookie_header} if cookie else {}, open_timeout=20, max_size=None,
     )
 
 
-def look_refusal(browser: Browser, session_id: str) -> int:
+def look_refusal(browser: Browser, session_id: str, **kwargs: Any) -> int:
     try:
-        with look_socket(browser, session_id):
+        with look_socket(browser, session_id, **kwargs):
             pass
     except InvalidStatus as refused:
         return refused.response.status_code
@@ -206,6 +206,9 @@ def test_looks_outside_the_scope_are_refused_like_a_foreign_session(school):
             assert other.get(f"/look/{sid}/vnc.html").status_code == 404
             assert look_refusal(other, sid) == 404
     tina = signed_in(relay, "tina")
+    # Origin and cookie are checked as for a desktop's own upgrade.
+    assert look_refusal(tina, session_id, origin="http://evil.example") == 403
+    assert look_refusal(tina, session_id, cookie=False) == 401
     # A teacher's own desktop is not another teacher's to look at, nor is her session address hers.
     tom = signed_in(relay, "tom")
     tom_session = tom.start_desktop()["id"]
