@@ -109,3 +109,14 @@ def test_refusal_is_audited_and_a_look_ending_with_control_ends_it_too():
     looks.bridge_closed(tina.target, CLOSED)
     assert [line[1] for line in audit.lines] == [
         "look.start", "control.ask", "control.refuse", "control.grant", "control.end", "look.end"]
+
+
+def test_a_look_with_control_from_the_start_ends_it_with_its_times():
+    looks, audit, _, _, _ = setup()
+    tina = BridgeTarget(backend=None, session_id="s1", user_id="tina", looking_at="alice",  # type: ignore[arg-type]
+                        viewer_name="Tina", control=True)
+    looks.bridge_opened(tina)
+    assert looks.of_session("s1")["watching"] == [{"name": "Tina", "control": True}]
+    looks.bridge_closed(tina, CLOSED)
+    assert [line[1] for line in audit.lines] == ["look.start", "control.end", "look.end"]
+    assert "since=0 until=0" in audit.lines[1][3]

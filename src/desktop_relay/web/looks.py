@@ -76,8 +76,10 @@ class Looks:
         looks = self._looks.setdefault(target.session_id, {})
         look = looks.get(target.user_id)
         if look is None:
-            look = looks[target.user_id] = _Look(target.user_id, target.viewer_name, self._clock.seconds(),
-                                                 control=target.control)
+            now = self._clock.seconds()
+            # teacher_control = on: control from the start.
+            look = looks[target.user_id] = _Look(target.user_id, target.viewer_name, now, control=target.control,
+                                                 control_since=now if target.control else None)
             self._audit(target.user_id, "look.start", target.session_id, f"pupil={target.looking_at}",
                         target.address)
         elif look.control:
