@@ -436,9 +436,10 @@ class RelayWeb:
 
 def look_client_url(session_id: str) -> str:
     """The web client's address on a look page: view-only in the client too (the relay enforces
-    it anyway), scaled rather than resizing the pupil's screen."""
+    it anyway), scaled rather than resizing the pupil's screen. KasmVNC's client, framed, would
+    disconnect a teacher who only watches after its own idle time (see session.js)."""
     query = urlencode({"path": f"look/{session_id}/websockify", "autoconnect": "1", "view_only": "1",
-                       "resize": "scale", "reconnect": "1", "shared": "1"})
+                       "resize": "scale", "reconnect": "1", "shared": "1", "idle_disconnect": "100000"})
     return f"/look/{session_id}/?{query}"
 
 
