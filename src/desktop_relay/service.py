@@ -73,12 +73,12 @@ class _ScrapeSite(Site):
 
 
 class _RelaySite(Site):
-    """The public site: no access line for what succeeds under /desktop/ (the session page, the
-    web client's dozens of files, the upgrade, which the bridge logs itself with its fields).
+    """The public site: no access line for what succeeds under /desktop/ and /look/ (the session or
+    look page, the web client's dozens of files, the upgrade, which the bridge logs itself with its fields).
     Apache's access log has those requests; a failure here is still a line."""
 
     def log(self, request: Any) -> None:
-        if request.path.startswith(b"/desktop/") and request.code < 400:
+        if request.path.startswith((b"/desktop/", b"/look/")) and request.code < 400:
             return
         super().log(request)
 
