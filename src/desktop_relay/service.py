@@ -64,6 +64,7 @@ from .web.bodies import bounded_request
 from .web.classes import ClassesAPI
 from .web.files import FilesAPI
 from .web.guard import RequestGuard
+from .web.looks import Looks, LooksAPI
 from .web.pages import Pages
 
 
@@ -75,12 +76,12 @@ class _ScrapeSite(Site):
 
 
 class _RelaySite(Site):
-    """The public site: no access line for what succeeds under /desktop/ (the session page, the
-    web client's dozens of files, the upgrade, which the bridge logs itself with its fields).
+    """The public site: no access line for what succeeds under /desktop/ and /look/ (the session or
+    look page, the web client's dozens of files, the upgrade, which the bridge logs itself with its fields).
     Apache's access log has those requests; a failure here is still a line."""
 
     def log(self, request: Any) -> None:
-        if request.path.startswith(b"/desktop/") and request.code < 400:
+        if request.path.startswith((b"/desktop/", b"/look/")) and request.code < 400:
             return
         super().log(request)
 
@@ -163,7 +164,7 @@ class RelayService(MultiService):
                 per_desktop={name: d.max_sessions for name, d in config.desktops.items()},
                 max_queued=config.max_queued,
             ),
-            connected=lambda session_id: len(self.bridges.bridges_for_session(session_id)),
+            connected=lambda session_id: self._owner_bridges(session_id),
             on_session_ended=lambda session_id, reason: self.bridges.close_session(
                 session_id, CLOSE_SESSION_STOPPED, reason
             ),
@@ -182,7 +183,7 @@ class RelayService(MultiService):
         self.client_files = ClientFileCache()
         self.prestarts = LessonPrestarts(
             self.sessions, self.store, reactor, _timetables(config),
-            connected=lambda session_id: len(self.bridges.bridges_for_session(session_id)),
+            connected=lambda session_id: self._owner_bridges(session_id),
             fetch_client=ClientWarmup(reactor, self.client_files),
         )
         self.lifecycle = LifecycleService(
@@ -201,8 +202,14 @@ class RelayService(MultiService):
         self.classes = ClassScope(config.classes)
         # Desktops teachers offer their classes for a time (lifecycle/assignments.py).
         self.assignments = ClassAssignments(self.store, self.sessions, reactor)
-        self.access = DesktopAccess(self.store, self.sessions, guard)
+        self.access = DesktopAccess(self.store, self.sessions, guard, self.classes,
+                                    config.classes.teacher_control)
         self.access.remember_grants(self.bridges, reactor)
+        # Teachers' looks at pupils' desktops (web/looks.py): told of every bridge before the audit.
+        self.looks = Looks(self.bridges, self.sessions.watch, self.store, reactor, self.bridges.listener)
+        self.bridges.listener = self.looks
+        looks_api = LooksAPI(self.looks, self.access, guard, self.store, config.classes.teacher_control,
+                             reactor.seconds)
         # relay.ini again on SIGHUP or POST /api/admin/reload: desktops and session limits.
         self.reloader = ConfigReloader(config, self.sessions, self.store, reactor)
         self._sighup = SighupReload(self.reloader, reactor)
@@ -229,7 +236,9 @@ class RelayService(MultiService):
             api=UserAPI(self.store, self.sessions, guard, admin_auth.caller,
                         {"files": files_api.app.resource(),
                          "classes": ClassesAPI(self.store, self.sessions, guard, self.classes,
-                                               self.assignments).app.resource()}),
+                                               self.assignments).app.resource(),
+                         "looks": looks_api.app.resource()},
+                        looks_of=self.looks.of_session),
             access=self.access,
             assets=AssetRelay(reactor, cache=self.client_files),
             bridges=self.bridges,
@@ -322,6 +331,11 @@ class RelayService(MultiService):
             return
         if removed:
             self._log.info("removed {count} files container(s) of an earlier run", count=removed)
+
+    def _owner_bridges(self, session_id: str) -> int:
+        """How many of the session's own browsers show it: a teacher's look keeps no desktop alive."""
+        return sum(1 for b in self.bridges.bridges_for_session(session_id)
+                   if b.target is None or b.target.looking_at is None)
 
     def admin_groups(self, auth: AdminAuth) -> dict[str, IResource]:
         """The admin API groups of the catalog, the engine, the reload, the pool and the pre-starts,

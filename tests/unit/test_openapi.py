@@ -23,13 +23,14 @@ from desktop_relay.web import openapi
 from desktop_relay.web.api import UserAPI
 from desktop_relay.web.classes import ClassesAPI
 from desktop_relay.web.files import FilesAPI
+from desktop_relay.web.looks import LooksAPI
 from desktop_relay.web.openapi import PLANNED, admin_document, packaged_document, user_document
 from desktop_relay.web.responses import PROBLEM_TYPE_PREFIX, Problem
 
 WEB = Path(openapi.__file__).parent
 METHODS = {"get", "put", "post", "delete", "patch"}
 # The modules whose problems reach API callers (the pages' own, under /desktop/ and /login, do not).
-API_MODULES = ["api.py", "files.py", "classes.py", "bodies.py", "guard.py", "responses.py", "admin/*.py"]
+API_MODULES = ["api.py", "files.py", "classes.py", "looks.py", "bodies.py", "guard.py", "responses.py", "admin/*.py"]
 
 
 def klein_routes(app: Klein, prefix: str) -> Iterator[tuple[str, str]]:
@@ -72,6 +73,7 @@ def routes() -> set[tuple[str, str]]:
     found.update((path.replace("{__rest__}", "{path}"), method) for path, method in klein_routes(FilesAPI.app, "/api/files"))
     # The class view's API, mounted at /api/classes/.
     found.update(klein_routes(ClassesAPI.app, "/api/classes"))
+    found.update(klein_routes(LooksAPI.app, "/api/looks"))
     for name, group in admin_groups().items():
         # A group's "/" is its mount point itself, /api/admin/<name> (with or without the slash).
         found.update((path.removesuffix("/"), method) for path, method in klein_routes(group, f"/api/admin/{name}"))

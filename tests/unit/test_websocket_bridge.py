@@ -925,3 +925,38 @@ async def test_a_tls_session_is_never_offered_to_another_container_address(relay
     await other.browser()
     [bridge] = other.factory.bridges_for_session("s1")
     assert not _resumed(bridge)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_looks_input_never_reaches_the_container_until_control_and_never_counts_as_activity(relay_maker):
+    seen: list[str] = []
+    made: list[Any] = []
+
+    def resolve_look(request: ConnectionRequest) -> defer.Deferred[BridgeTarget]:
+        return defer.succeed(BridgeTarget(made[0].container.backend, "s1", "tina", looking_at="pupil",
+                                          viewer_name="Tina"))
+
+    relay = await relay_maker(resolve_look, on_input=seen.append)
+    made.append(relay)
+    browser = await relay.browser()
+    assert await browser.messages.get() == (BANNER, True)
+    # Asking for the screen to itself: the container gets the shared flag instead.
+    browser.sendMessage(BANNER, isBinary=True)
+    assert await browser.messages.get() == (BANNER, True)
+    await _through(browser, b"\x01")
+    browser.sendMessage(b"\x00", isBinary=True)
+    assert await browser.messages.get() == (b"\x01", True)
+    # Input inside a message is cut out; what is left reaches the container byte for byte.
+    browser.sendMessage(KEY_EVENT + FBUR + POINTER_EVENT, isBinary=True)
+    assert await browser.messages.get() == (FBUR, True)
+    (bridge,) = relay.factory.bridges_for_session("s1")
+    bridge.control = True
+    await _through(browser, KEY_EVENT)
+    bridge.control = False
+    browser.sendMessage(KEY_EVENT + FBUR, isBinary=True)
+    assert await browser.messages.get() == (FBUR, True)
+    assert seen == []
+    # A stream the filter cannot follow closes the look.
+    browser.sendMessage(b"\x63\x00", isBinary=True)
+    code, _reason = await browser.closed
+    assert code == 1008

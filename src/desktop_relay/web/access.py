@@ -1,7 +1,11 @@
-"""Who may reach which desktop: the one check behind every request and upgrade under /desktop/ID/.
+"""Who may reach which desktop: the one check behind every request and upgrade under /desktop/ID/,
+and the one behind a teacher's look under /look/ID/.
 
 Route by path, authorise by session: the id in the path only says which session is meant;
 the signed-in user must own it, it must be ready, and the user must still be allowed that desktop.
+A look needs instead that the session is ready and its owner a pupil the caller may see
+(ClassScope.may_see, with the owner's groups at their last sign-in); anything else answers like a
+session that does not exist. A look is never granted /desktop/ID/, nor the other way round.
 """
 
 from __future__ import annotations
@@ -14,12 +18,13 @@ from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
+from ..auth.classes import ClassScope
 from ..auth.websessions import token_hash
 from ..backend import Backend
 from ..i18n import N_
 from ..lifecycle import DesktopSessions
 from ..relay.bridge import BridgeClosed, BridgeTarget, DesktopBridgeFactory, UpgradeRefused
-from ..store import QUEUED, READY, STARTING, SQLiteStore, WebSession
+from ..store import QUEUED, READY, STARTING, SeenUser, SQLiteStore, WebSession
 from .grants import UpgradeGrants
 from .guard import RequestGuard, identity_of
 from .responses import Problem
@@ -33,10 +38,16 @@ class DesktopAccess:
 
     _log = Logger()
 
-    def __init__(self, store: SQLiteStore, sessions: DesktopSessions, guard: RequestGuard) -> None:
+    def __init__(
+        self, store: SQLiteStore, sessions: DesktopSessions, guard: RequestGuard, classes: ClassScope | None = None,
+        control_mode: str = "off",
+    ) -> None:
         self._store = store
         self._sessions = sessions
         self._guard = guard
+        self._classes = classes
+        # teacher_control: "on" gives a look control from its start.
+        self._control_mode = control_mode
         self.grants: UpgradeGrants | None = None
 
     def remember_grants(self, bridges: DesktopBridgeFactory, clock: IReactorTime, ttl: float = GRANT_TTL) -> None:
@@ -90,10 +101,31 @@ class DesktopAccess:
         return backend
 
     @inlineCallbacks
+    def look_for(self, web: WebSession, session_id: str) -> Generator[Deferred[Any], Any, tuple[Backend, SeenUser]]:
+        """The container behind a pupil's session for a teacher (or admin) who may see that
+        pupil, and the pupil; else the same 404 as for a session that does not exist."""
+        missing = Problem(404, "no-such-session", N_("No such desktop session"),
+                          N_("There is no desktop session with this address for you."))
+        if self._classes is None:
+            raise missing
+        session = yield self._store.get_session(session_id)
+        if session is None or session.owner == web.user_id or session.state != READY:
+            raise missing
+        owner = yield self._store.seen_user(session.owner)
+        if owner is None or not self._classes.may_see(web.role, web.groups, owner.role, owner.groups):
+            raise missing
+        backend = self._sessions.backend_of(session)
+        if backend is None:
+            raise missing
+        return backend, owner
+
+    @inlineCallbacks
     def resolve_upgrade(self, request: ConnectionRequest) -> Generator[Deferred[Any], Any, BridgeTarget]:
         """The WebSocket bridge's resolver: check cookie, Origin and session of an upgrade."""
-        session_id = _session_id_from_path(request.path)
+        kind, session_id = _session_id_from_path(request.path)
         web: WebSession | None = None
+        if kind == "look":
+            return (yield self._resolve_look(request, session_id))
         try:
             if not self._guard.origin_allowed(request.origin):
                 raise Problem(403, "origin-refused", N_("Origin refused"),
@@ -118,6 +150,33 @@ class DesktopAccess:
         address = self._guard.address_behind(_peer_host(request.peer), request.headers.get("x-forwarded-for"))
         assert session_id is not None  # there is no grant and no backend without one
         return BridgeTarget(backend=backend, session_id=session_id, user_id=web.user_id, address=address)
+
+    @inlineCallbacks
+    def _resolve_look(
+        self, request: ConnectionRequest, session_id: str | None
+    ) -> Generator[Deferred[Any], Any, BridgeTarget]:
+        """A look's upgrade: cookie and Origin as for a desktop, then look_for; never a grant,
+        so a look can never open the session's own /desktop/ID/ address."""
+        web: WebSession | None = None
+        try:
+            if not self._guard.origin_allowed(request.origin):
+                raise Problem(403, "origin-refused", N_("Origin refused"),
+                              N_("WebSocket from origin {origin} refused."), values={"origin": repr(request.origin)})
+            token = _cookie(request.headers.get("cookie", ""), self._guard.sessions.cookie_name.decode())
+            web = (yield self._guard.sessions.lookup(token)) if token else None
+            if web is None:
+                raise Problem(401, "not-signed-in", N_("Not signed in"), N_("Sign in first."))
+            if session_id is None:
+                raise Problem(404, "no-such-session", N_("No such desktop session"))
+            backend, owner = yield self.look_for(web, session_id)
+        except Problem as problem:
+            why = problem.detail or problem.title
+            raise UpgradeRefused(problem.status, why, session=session_id,
+                                 user=web.user_id if web is not None else None, why=f"look: {why}") from None
+        address = self._guard.address_behind(_peer_host(request.peer), request.headers.get("x-forwarded-for"))
+        return BridgeTarget(backend=backend, session_id=session_id, user_id=web.user_id, address=address,
+                            looking_at=owner.user_id, viewer_name=web.display_name,
+                            control=self._control_mode == "on")
 
 
 class BridgeAudit:
@@ -157,12 +216,14 @@ def _peer_host(peer: str) -> str:
     return peer
 
 
-def _session_id_from_path(path: str) -> str | None:
+def _session_id_from_path(path: str) -> tuple[str, str | None]:
+    """Whether an upgrade is a desktop's or a look's, and its session id (None: no valid path)."""
     parts = path.split("/")
-    # /desktop/<id>/websockify
-    if len(parts) == 4 and parts[1] == "desktop" and parts[2] and parts[3] == "websockify":
-        return parts[2]
-    return None
+    # /desktop/<id>/websockify, /look/<id>/websockify
+    kind = "look" if len(parts) > 1 and parts[1] == "look" else "desktop"
+    if len(parts) == 4 and parts[1] == kind and parts[2] and parts[3] == "websockify":
+        return kind, parts[2]
+    return kind, None
 
 
 def _cookie(header: str, name: str) -> str | None:

@@ -132,8 +132,11 @@ class UserAPI:
         self, store: SQLiteStore, sessions: DesktopSessions, guard: RequestGuard,
         admin_caller: Callable[[IRequest], Deferred[Any]] | None = None,
         branches: Mapping[str, IResource] | None = None,
+        looks_of: Callable[[str], dict[str, Any]] | None = None,
     ) -> None:
         self._store = store
+        # Who is looking at a session (web/looks.py), for the owner's "being watched" line.
+        self._looks_of = looks_of
         self._sessions = sessions
         self._guard = guard
         # AdminAuth.caller: fires for a caller who may use the admin API, fails for anyone else.
@@ -211,8 +214,8 @@ class UserAPI:
         homes = yield self._store.homes_of(web.user_id)
         prestarts = yield self._store.prestarts_of(s.id for s in sessions)
         return json_response(request, [
-            session_view(s, self._sessions, positions.get(s.id), request_language(request), homes,
-                         prestarts.get(s.id))
+            self._with_looks(session_view(s, self._sessions, positions.get(s.id), request_language(request), homes,
+                                          prestarts.get(s.id)))
             for s in sessions
         ])
 
@@ -294,7 +297,14 @@ class UserAPI:
             position = (yield self._store.queue_positions()).get(session.id)
         homes = yield self._store.homes_of(session.owner)
         prestart = (yield self._store.prestarts_of([session.id])).get(session.id)
-        return session_view(session, self._sessions, position, request_language(request), homes, prestart)
+        return self._with_looks(session_view(session, self._sessions, position, request_language(request), homes,
+                                             prestart))
+
+    def _with_looks(self, view: dict[str, Any]) -> dict[str, Any]:
+        """The view with who is watching it and who asks for control (only its owner sees views)."""
+        if self._looks_of is not None and view["state"] == READY:
+            view["looks"] = self._looks_of(view["id"])
+        return view
 
     @inlineCallbacks
     def _own_session(self, user_id: str, session_id: str):  # type: ignore[no-untyped-def]

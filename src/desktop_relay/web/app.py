@@ -404,6 +404,35 @@ class RelayWeb:
         path = b"/".join(request.postpath or []).decode("utf-8", "replace")
         return (yield self._assets.relay(request, backend, path, session_id=session_id, user_id=web.user_id))
 
+    @app.route("/look/<session_id>", methods=["GET", "HEAD"])
+    def look_without_slash(self, request: IRequest, session_id: str) -> bytes:
+        return redirect(request, f"/look/{quote(session_id)}/", 301)
+
+    @app.route("/look/<session_id>/websockify")
+    def look_websocket(self, request: Request, session_id: str):  # type: ignore[no-untyped-def]
+        # A teacher's look: the bridge's resolver checks the look (DesktopAccess.look_for).
+        return self.desktop_websocket(request, session_id)
+
+    @app.route("/look/<session_id>/", branch=True)
+    @inlineCallbacks
+    def look_files(self, request: Request, session_id: str):  # type: ignore[no-untyped-def]
+        """A teacher's look page, and the web client's files from the pupil's container for it."""
+        entry = not request.postpath or request.postpath == [b""]
+        web = yield self._guard.sessions.current(request)
+        if web is None:
+            if entry:
+                return redirect(request, "/login?" + urlencode({"next": f"/look/{session_id}/"}))
+            raise Problem(401, "not-signed-in", N_("Not signed in"), N_("Sign in first."))
+        origin = request.getHeader(b"origin")
+        if origin is not None and not self._guard.origin_allowed(origin.decode("latin-1")):
+            raise Problem(403, "origin-refused", N_("Origin refused"))
+        backend, pupil = yield self._access.look_for(web, session_id)
+        if entry and not request.args.get(b"path"):  # type: ignore[attr-defined]  # see login_callback
+            return self._pages.render(request, "look.html", session_id=session_id, pupil=pupil.display_name,
+                                      client_url=look_client_url(session_id))
+        path = b"/".join(request.postpath or []).decode("utf-8", "replace")
+        return (yield self._assets.relay(request, backend, path, session_id=session_id, user_id=web.user_id))
+
     @inlineCallbacks
     def _session_page(self, request: IRequest, web: WebSession, session_id: str, epoch: int):  # type: ignore[no-untyped-def]
         """The relay's own page for a session: the bar, and the web client in a frame once ready
@@ -420,6 +449,15 @@ class RelayWeb:
                 raise
         return self._pages.render(request, "session.html", session_id=session_id,
                                   client_url=client_url(session_id) if ready else "")
+
+
+def look_client_url(session_id: str) -> str:
+    """The web client's address on a look page: view-only in the client too (the relay enforces
+    it anyway), scaled rather than resizing the pupil's screen. KasmVNC's client, framed, would
+    disconnect a teacher who only watches after its own idle time (see session.js)."""
+    query = urlencode({"path": f"look/{session_id}/websockify", "autoconnect": "1", "view_only": "1",
+                       "resize": "scale", "reconnect": "1", "shared": "1", "idle_disconnect": "100000"})
+    return f"/look/{session_id}/?{query}"
 
 
 def _arg(request: IRequest, name: bytes) -> str | None:

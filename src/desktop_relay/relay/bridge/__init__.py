@@ -18,6 +18,7 @@ from ._factory import DesktopBridgeFactory
 from ._types import (
     CLOSE_CONTAINER_GONE,
     CLOSE_GOING_AWAY,
+    CLOSE_POLICY,
     CLOSE_SESSION_STOPPED,
     CLOSE_SIGNED_OUT,
     BridgeClosed,
@@ -32,6 +33,7 @@ from ._types import (
 __all__ = [
     "CLOSE_CONTAINER_GONE",
     "CLOSE_GOING_AWAY",
+    "CLOSE_POLICY",
     "CLOSE_SESSION_STOPPED",
     "CLOSE_SIGNED_OUT",
     "BridgeClosed",

@@ -16,7 +16,7 @@ from twisted.internet.interfaces import IDelayedCall, IPushProducer
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from desktop_relay.relay.rfb import InputClassifier
+from desktop_relay.relay.rfb import FilterFailed, InputClassifier, ViewOnlyFilter
 
 from ._container import _ContainerProtocol
 from ._descriptors import descriptors_short
@@ -25,6 +25,7 @@ from ._types import (
     _CONTAINER_GONE_REASON,
     CLOSE_CONTAINER_GONE,
     CLOSE_GOING_AWAY,
+    CLOSE_POLICY,
     BridgeClosed,
     BridgeTarget,
     ContainerRefused,
@@ -97,6 +98,8 @@ class DesktopBridgeProtocol(_LeanTransportMixin, WebSocketServerProtocol):  # ty
         self._close_codes: dict[str, int | None] = {}
         self._unexplained: IDelayedCall | None = None
         self._input = InputClassifier()
+        # A look's browser-to-container stream goes through this (see open_look).
+        self._view_only: ViewOnlyFilter | None = None
         self._gave_up_told = False
         self._opened_told = False
         # For a refused upgrade's log line: its session, user and why (see failHandshake).
@@ -138,6 +141,9 @@ class DesktopBridgeProtocol(_LeanTransportMixin, WebSocketServerProtocol):  # ty
             self._why = (target.session_id, target.user_id, f"out of file descriptors: {short}")
             raise ConnectionDeny(503, "Relay has no room for another desktop connection")
         self.target = target
+        if target.looking_at is not None:
+            self._view_only = ViewOnlyFilter()
+            self._view_only.input_allowed = target.control
         self._container_gone = False
         factory._register(self)
         container = self._container = factory._container_protocol(self, target, request)
@@ -276,9 +282,22 @@ class DesktopBridgeProtocol(_LeanTransportMixin, WebSocketServerProtocol):  # ty
 
     # -- copying ------------------------------------------------------------------------
 
+    @property
+    def control(self) -> bool:
+        """Whether a look's input reaches the desktop (always True for the owner's own bridge)."""
+        return self._view_only is None or self._view_only.input_allowed
+
+    @control.setter
+    def control(self, allowed: bool) -> None:
+        if self._view_only is not None:
+            self._view_only.input_allowed = allowed
+
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
         container = self._container
         if self._closing or container is None or container.state != WebSocketProtocol.STATE_OPEN:
+            return
+        if self._view_only is not None:
+            self._look_message(container, payload, isBinary)
             return
         self.bytes_to_container += len(payload)
         container.sendMessage(payload, isBinary)
@@ -290,6 +309,23 @@ class DesktopBridgeProtocol(_LeanTransportMixin, WebSocketServerProtocol):  # ty
             classifier.give_up("a text message from the browser")
         if classifier.feed(payload):
             self._input_seen(classifier)
+
+    def _look_message(self, container: _ContainerProtocol, payload: bytes, is_binary: bool) -> None:
+        """A look's message: only what the filter lets through reaches the desktop, and a
+        stream it cannot follow closes the look. A viewer never counts as the pupil's activity."""
+        assert self._view_only is not None and self.target is not None
+        try:
+            if not is_binary:
+                raise FilterFailed("a text message from the browser")
+            passed = self._view_only.feed(payload)
+        except FilterFailed as e:
+            self._log.warn("closing the look at {session} by {user}: its stream cannot be filtered ({why})",
+                           session=self.target.session_id, user=self.target.user_id, why=str(e))
+            self.close_bridge(CLOSE_POLICY, "view-only stream not understood")
+            return
+        if passed:
+            self.bytes_to_container += len(passed)
+            container.sendMessage(passed, True)
 
     def _input_seen(self, classifier: InputClassifier) -> None:
         target = self.target
@@ -453,6 +489,6 @@ class DesktopBridgeProtocol(_LeanTransportMixin, WebSocketServerProtocol):  # ty
 
 
 def _session_in(path: str | None) -> str | None:
-    # /desktop/<id>/websockify, as the relay routes it.
+    # /desktop/<id>/websockify or /look/<id>/websockify, as the relay routes them.
     parts = (path or "").split("/")
-    return parts[2] if len(parts) == 4 and parts[1] == "desktop" and parts[2] else None
+    return parts[2] if len(parts) == 4 and parts[1] in ("desktop", "look") and parts[2] else None

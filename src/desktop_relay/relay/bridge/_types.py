@@ -21,6 +21,8 @@ CLOSE_SIGNED_OUT = 4001
 CLOSE_CONTAINER_GONE = 1011
 #: The browser (or the relay, at shutdown) is leaving (told to the container).
 CLOSE_GOING_AWAY = 1001
+#: A look's browser sent what the view-only filter cannot follow, or the look was ended.
+CLOSE_POLICY = 1008
 
 _CONTAINER_GONE_REASON = "desktop container went away"
 # A container that vanished (killed, crashed, out of memory) drops its TCP connection a moment
@@ -32,13 +34,18 @@ _BROWSER_GONE_REASON = "browser went away"
 
 @attr.s(frozen=True, auto_attribs=True)
 class BridgeTarget:
-    """Where an authorised upgrade goes: the session's container, whose it is, and the browser's
-    address (behind a trusted proxy, the one it forwarded)."""
+    """Where an authorised upgrade goes: the session's container, who connects (`user_id`), and
+    the browser's address (behind a trusted proxy, the one it forwarded). For a teacher's look at
+    a pupil's desktop, `looking_at` is the pupil (the session's owner) and `viewer_name` the
+    teacher's name: its browser's input is removed unless it is given control (`control`)."""
 
     backend: Backend
     session_id: str
     user_id: str
     address: str = ""
+    looking_at: str | None = None
+    viewer_name: str = ""
+    control: bool = False
 
 
 @attr.s(frozen=True, auto_attribs=True)

@@ -160,7 +160,40 @@ function show(next) {
       startAgainButton.focus();
     }
   }
+  showLooks();
   tick();
+}
+
+// Who is watching this desktop (a teacher's look, web/looks.py), who has control, and a teacher's
+// request for control with Accept and Refuse; shown at once, as the long-poll wakes for it.
+function showLooks() {
+  const looks = (view && view.looks) || { watching: [], control_request: null };
+  const box = document.getElementById("looks");
+  const names = looks.watching.map((look) => look.name);
+  const controlling = looks.watching.filter((look) => look.control).map((look) => look.name);
+  const lines = [];
+  if (controlling.length) {
+    lines.push(t("{names} has control of your screen.", { names: controlling.join(", ") }));
+  } else if (names.length) {
+    lines.push(t("{names} is watching your screen.", { names: names.join(", ") }));
+  }
+  if (looks.control_request) {
+    lines.push(t("{name} asks to control your desktop.", { name: looks.control_request.name }));
+  }
+  const words = lines.join(" ");
+  if (document.getElementById("looks-text").textContent !== words) { text("looks-text", words); }
+  box.hidden = lines.length === 0;
+  document.getElementById("control-accept").hidden = !looks.control_request;
+  document.getElementById("control-refuse").hidden = !looks.control_request;
+  document.getElementById("control-take-back").hidden = controlling.length === 0;
+}
+
+async function answerControl(method, suffix, body) {
+  try {
+    await relayApi.call(method, "/looks/" + encodeURIComponent(sessionId) + suffix, body);
+  } catch (error) {
+    text("notice-error", error.message);
+  }
 }
 
 // The warning, the time left and the steps' times, once a second from the server's clock.
@@ -291,6 +324,11 @@ frame.addEventListener("blur", showKeyboardHint);
 window.addEventListener("blur", () => setTimeout(showKeyboardHint));
 window.addEventListener("focus", showKeyboardHint);
 stopButton.addEventListener("click", stop);
+document.getElementById("control-accept").addEventListener("click",
+  () => answerControl("POST", "/control/answer", { accept: true }));
+document.getElementById("control-refuse").addEventListener("click",
+  () => answerControl("POST", "/control/answer", { accept: false }));
+document.getElementById("control-take-back").addEventListener("click", () => answerControl("DELETE", "/control"));
 startAgainButton.addEventListener("click", startAgain);
 setInterval(tick, 1000);
 follow();
