@@ -30,6 +30,8 @@ from .auth.throttle import LoginThrottle
 from .auth.websessions import WebSessions
 from .backend import quiet_pool
 from .capacity import CapacityLimits
+from .classwork.service import Classwork
+from .classwork.volumes import DockerClassworkVolumes
 from .config import ConfigError, RelayConfig, ScheduleSettings
 from .engine import ContainerEngineUnavailable, DockerProvisioner, docker_threadpool
 from .engine.docker_volumes import DockerHomeVolumes
@@ -143,6 +145,16 @@ class RelayService(MultiService):
             metrics=self.metrics,
         )
         probe = ReadinessProbe(reactor).probe
+        # Who teaches which class (auth/classes.py): the scope of every teacher feature.
+        self.classes = ClassScope(config.classes)
+        # Hand-outs and hand-ins (classwork/): served and helped by the first desktop with a home.
+        with_home = [d for _, d in sorted(config.desktops.items()) if d.home != "none"] or \
+            [d for _, d in sorted(config.desktops.items())]
+        self.classwork = Classwork(
+            self.classes, DockerClassworkVolumes(provisioner, config.instance, with_home[0].image if with_home else ""),
+            self.store, reactor, config.instance, with_home[0].image if with_home else "",
+            with_home[0].home_uid if with_home else 1000,
+        )
         self.sessions = DesktopSessions(
             store=self.store,
             provisioner=provisioner,
@@ -167,6 +179,7 @@ class RelayService(MultiService):
             metrics=self.metrics,
             homes=home_volumes,
             shares=config.shares,
+            classwork=self.classwork,
         )
         self.home_usage = HomeUsage(
             home_volumes, self.store, reactor, config.instance,
@@ -191,8 +204,6 @@ class RelayService(MultiService):
             pool=self.pool,
             prestarts=self.prestarts,
         )
-        # Who teaches which class (auth/classes.py): the scope of every teacher feature.
-        self.classes = ClassScope(config.classes)
         self.access = DesktopAccess(self.store, self.sessions, guard)
         self.access.remember_grants(self.bridges, reactor)
         # relay.ini again on SIGHUP or POST /api/admin/reload: desktops and session limits.
@@ -282,6 +293,10 @@ class RelayService(MultiService):
                 self._log.warn("OpenID provider not reachable yet, will retry at sign-in: {problem}",
                                problem=e.detail)
         yield self._sweep_files()
+        try:
+            yield self.classwork.start()
+        except ContainerEngineUnavailable as e:
+            self._log.warn("hand-in due times not enforced yet: {reason}", reason=str(e))
         self.lifecycle.setServiceParent(self)
         self._purger.setServiceParent(self)
         self._sighup.accepting = True
@@ -336,6 +351,7 @@ class RelayService(MultiService):
         for working in self.sessions.working():
             working.cancel()
         yield DeferredList(self.sessions.working(), consumeErrors=True)
+        self.classwork.stop()
         yield self.store.close()
         try:
             yield self.files.stop()

@@ -10,6 +10,7 @@ relays) would offer the same methods.
 
 from .admin import AdminQueries, TokenNameTaken
 from .audit import AuditFilter, AuditQueries
+from .classwork import ClassworkQueries, DueTime
 from .desktop_sessions import DesktopSessionQueries
 from .homes import HomeQueries, HomeRecord
 from .pool import PoolContainer, PoolQueries, Prestart
@@ -33,7 +34,8 @@ from .web_sessions import WebSessionQueries
 
 
 class SQLiteStore(
-    DesktopSessionQueries, WebSessionQueries, AuditQueries, AdminQueries, HomeQueries, PoolQueries
+    DesktopSessionQueries, WebSessionQueries, AuditQueries, AdminQueries, HomeQueries, PoolQueries,
+    ClassworkQueries,
 ):
     """Asynchronous access to the SQLite database; every method returns a Deferred."""
 
@@ -41,6 +43,7 @@ class SQLiteStore(
 __all__ = [
     "ACTIVE_STATES",
     "AuditFilter",
+    "DueTime",
     "FAILED",
     "HOLDING_STATES",
     "QUEUED",
