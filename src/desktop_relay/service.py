@@ -61,6 +61,7 @@ from .web.admin.users import UsersAdmin
 from .web.api import UserAPI
 from .web.app import RelayWeb
 from .web.bodies import bounded_request
+from .web.classwork import ClassworkAPI, HandoutFiles
 from .web.files import FilesAPI
 from .web.guard import RequestGuard
 from .web.pages import Pages
@@ -147,14 +148,12 @@ class RelayService(MultiService):
         probe = ReadinessProbe(reactor).probe
         # Who teaches which class (auth/classes.py): the scope of every teacher feature.
         self.classes = ClassScope(config.classes)
-        # Hand-outs and hand-ins (classwork/): served and helped by the first desktop with a home.
-        with_home = [d for _, d in sorted(config.desktops.items()) if d.home != "none"] or \
-            [d for _, d in sorted(config.desktops.items())]
-        self.classwork = Classwork(
-            self.classes, DockerClassworkVolumes(provisioner, config.instance, with_home[0].image if with_home else ""),
-            self.store, reactor, config.instance, with_home[0].image if with_home else "",
-            with_home[0].home_uid if with_home else 1000,
-        )
+        # Hand-outs and hand-ins (classwork/): their files containers and root helper run the
+        # image of the first desktop (by name) with a home, as its user.
+        helper = next((d for _, d in sorted(config.desktops.items()) if d.home != "none"), None)
+        image, uid = (helper.image, helper.home_uid) if helper is not None else ("", 1000)
+        self.classwork = Classwork(self.classes, DockerClassworkVolumes(provisioner, config.instance, image),
+                                   self.store, reactor, config.instance, image, uid)
         self.sessions = DesktopSessions(
             store=self.store,
             provisioner=provisioner,
@@ -214,7 +213,9 @@ class RelayService(MultiService):
         self.files = DockerFiles(provisioner, home_volumes, reactor, config.instance,
                                  config.homes.files_idle)
         files_api = FilesAPI(self.files, guard, config.instance, self.sessions.desktops_for, config.shares,
-                             config.homes.files_max_upload)
+                             config.homes.files_max_upload, self.classwork)
+        classwork_api = ClassworkAPI(self.classwork, guard, self.store, HandoutFiles(
+            self.files, guard, self.classwork, self.store, config.homes.files_max_upload))
         admin_auth = AdminAuth(self.store, guard, reactor)
         admin = AdminAPI(admin_auth, {
             "sessions": SessionsAdmin(admin_auth, self.store, self.sessions, self.bridges).app.resource(),
@@ -230,7 +231,7 @@ class RelayService(MultiService):
             sign_in_timeout=config.oidc.sign_in_timeout if config.oidc else 600,
             throttle=LoginThrottle(reactor, config.login_attempts, config.login_window),
             api=UserAPI(self.store, self.sessions, guard, admin_auth.caller,
-                        {"files": files_api.app.resource()}),
+                        {"files": files_api.app.resource(), "classwork": classwork_api.app.resource()}),
             access=self.access,
             assets=AssetRelay(reactor, cache=ClientFileCache()),
             bridges=self.bridges,

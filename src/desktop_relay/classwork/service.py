@@ -4,7 +4,7 @@ at start-up for dues that passed meanwhile), and the places the files API serves
 
 from __future__ import annotations
 
-from collections.abc import Generator
+from collections.abc import Generator, Mapping
 from typing import Any
 
 from twisted.internet.defer import Deferred, DeferredLock, inlineCallbacks
@@ -15,6 +15,7 @@ from ..auth.classes import ClassScope
 from ..config import DesktopType
 from ..engine.interface import Mount
 from ..files.places import FilesPlace
+from ..files.transfer import DownloadStream
 from ..store import DueTime, SQLiteStore
 from . import ClassVolume, handin_volume, handout_volume
 from .mounts import classwork_mounts
@@ -38,13 +39,26 @@ class Classwork:
         self._volumes = volumes
         self._store = store
         self._clock = clock
-        self._instance = instance
+        self.instance = instance
         self._image = image
         self._uid = uid
         self._due: dict[str, DueTime] = {}
         self._timers: dict[str, IDelayedCall] = {}
         # Closing and opening one class must not interleave with another change of it.
         self._lock = DeferredLock()
+
+    @property
+    def reactor(self) -> Any:
+        """The clock, which is the reactor when not testing (downloads call from threads)."""
+        return self._clock
+
+    def now(self) -> float:
+        """The time now, by the clock due times are kept with."""
+        return self._clock.seconds()
+
+    def stream_zip(self, volumes: Mapping[str, str], stream: DownloadStream) -> Deferred[int]:
+        """Feed `stream` a zip of these hand-in volumes, by the folder each gets."""
+        return self._volumes.stream_zip(volumes, stream)
 
     # -- due times ------------------------------------------------------------------------
 
@@ -143,7 +157,7 @@ class Classwork:
                    groups: frozenset[str]) -> Generator[Deferred[Any], Any, tuple[Mount, ...]]:
         """The classwork mounts of a user's new container, their volumes made first."""
         closed = {c for c in self.scope.classes_in(groups) if self.closed(c)}
-        mounts = classwork_mounts(self.scope, self._instance, desktop, user_id, role, groups, closed)
+        mounts = classwork_mounts(self.scope, self.instance, desktop, user_id, role, groups, closed)
         for mount in mounts:
             yield self._volumes.ensure(mount.volume, closed=mount.volume.kind == "handin" and mount.read_only)
         return tuple(m.volume.mount_at(m.target, m.read_only) for m in mounts)
@@ -151,17 +165,20 @@ class Classwork:
     def handout(self, class_group: str) -> ClassVolume:
         """A class's hand-out volume, as the files containers mount it (read-write: the files
         API itself refuses pupils' writes, as one files container serves teachers and pupils)."""
-        return handout_volume(self._instance, class_group, self._uid, HANDOUT_PATH)
+        return handout_volume(self.instance, class_group, self._uid, HANDOUT_PATH)
 
     def handin(self, class_group: str, pupil: str) -> ClassVolume:
         """A pupil's hand-in volume for a class, as the files containers mount it."""
-        return handin_volume(self._instance, class_group, pupil, self._uid, HANDIN_PATH)
+        return handin_volume(self.instance, class_group, pupil, self._uid, HANDIN_PATH)
 
-    @inlineCallbacks
-    def place(self, volume: ClassVolume, title: str) -> Generator[Deferred[Any], Any, FilesPlace]:
-        """A classwork volume as a files place (made first if it is new)."""
-        yield self._volumes.ensure(volume, closed=volume.kind == "handin" and self.closed(volume.class_group))
+    def files_place(self, volume: ClassVolume, title: str) -> FilesPlace:
+        """A classwork volume as a files place."""
         return FilesPlace(home=volume, title=title, image=self._image, quota=None, shares=())
+
+    def prepare(self, volume: ClassVolume) -> Deferred[bool]:
+        """Make a classwork volume before a files container mounts it (the files containers
+        would make it owned by root)."""
+        return self._volumes.ensure(volume, closed=volume.kind == "handin" and self.closed(volume.class_group))
 
     def handins(self, class_group: str) -> Deferred[dict[str, str]]:
         """The hand-in volumes of a class on the engine, by pupil."""

@@ -10,7 +10,7 @@ and takes away every write permission (`chown -R 0:0`, `chmod -R a-w,a+rX`); the
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import docker
 from docker.errors import APIError, NotFound
@@ -21,8 +21,10 @@ from twisted.logger import Logger
 from ..engine._docker_common import api_reason
 from ..engine.docker import DockerProvisioner
 from ..engine.interface import LABEL_INSTANCE
+from ..files.transfer import DownloadStream
 from ..homes.interface import HomeVolumeFailed
 from . import HANDIN, LABEL_CLASS, LABEL_CLASSWORK, ClassVolume
+from .archive import zip_of_handins
 
 # The root helper may change owners and modes, nothing else; it has no network.
 _HELPER_CAPS = ["CHOWN", "FOWNER", "DAC_OVERRIDE"]
@@ -76,7 +78,30 @@ class DockerClassworkVolumes:
         """The hand-in volumes of a class on the engine, by pupil."""
         return self._provisioner.in_thread(self._handins_blocking, class_group)
 
+    def stream_zip(self, volumes: Mapping[str, str], stream: DownloadStream) -> Deferred[int]:
+        """Feed `stream` a zip of these hand-in volumes (by the folder each gets in the zip)."""
+        return self._provisioner.in_thread(self._zip_blocking, volumes, stream)
+
     # -- in worker threads ----------------------------------------------------------------
+
+    def _zip_blocking(self, api: docker.APIClient, volumes: Mapping[str, str], stream: DownloadStream) -> int:
+        names = sorted(volumes)
+        host_config = api.create_host_config(
+            mounts=[DockerMount(f"/h/{i}", volumes[name], type="volume", read_only=True)
+                    for i, name in enumerate(names)],
+            network_mode="none", cap_drop=["ALL"], read_only=True,
+        )
+        # Never started: the engine copies out of a created container's mounts all the same.
+        created = api.create_container(self._image, entrypoint=["true"], host_config=host_config,
+                                       labels={LABEL_CLASSWORK: "helper"})
+        try:
+            chunks, _ = api.get_archive(created["Id"], "/h")
+            return stream.feed(zip_of_handins(chunks, "h", {str(i): name for i, name in enumerate(names)}))
+        finally:
+            try:
+                api.remove_container(created["Id"], force=True)
+            except NotFound:
+                pass
 
     def _ensure_blocking(self, api: docker.APIClient, volume: ClassVolume, closed: bool) -> bool:
         try:
