@@ -11,6 +11,7 @@ import time
 import zipfile
 from collections.abc import Callable
 
+import docker
 import pytest
 from relay_harness import RelayProcess
 
@@ -84,3 +85,30 @@ def test_a_teacher_hands_out_the_pupil_hands_in_and_the_due_time_closes_it(schoo
     with sqlite3.connect(school.directory / "var" / "relay.sqlite3") as db:
         actions = [row[0] for row in db.execute("SELECT action FROM audit WHERE actor = 'herr' AND action LIKE 'hand%' ORDER BY id")]
     assert actions == ["handout.put", "handin.download", "handin.due", "handin.due"]
+
+
+def test_a_pupils_desktop_has_the_handout_and_a_handin_the_due_time_closes_while_it_runs(
+    school: RelayProcess, docker_client: docker.DockerClient,
+) -> None:
+    herr, alice = school.client(), school.client()
+    herr.login("herr")
+    alice.login("alice")
+    assert upload(herr, "/classwork/handout/klasse-5a/sheet.txt", b"exercise 1\n").status_code == 201  # type: ignore[attr-defined]
+    session = alice.start_desktop()["id"]
+    (container,) = docker_client.containers.list(filters={"label": f"org.desktop-relay.session={session}"})
+
+    def run(script: str) -> tuple[int, str]:
+        result = container.exec_run(["sh", "-c", script])
+        return result.exit_code, result.output.decode()
+
+    assert run("cat ~/Handout/klasse-5a/sheet.txt") == (0, "exercise 1\n")
+    assert run("echo x > ~/Handout/klasse-5a/mine.txt")[0] != 0
+    assert run("echo 'my answer' > ~/Hand-in/klasse-5a/answer.txt") == (0, "")
+    assert not run("ls ~/Handout ~/Hand-in")[1].count("klasse-6b")
+
+    assert herr.api("PUT", "/classwork/klasse-5a/due", {"due": time.time() - 1}).status_code == 200
+    status, output = run("echo late >> ~/Hand-in/klasse-5a/answer.txt")
+    assert status != 0 and "Permission denied" in output
+    archive = herr.get("/api/classwork/klasse-5a/handins.zip")
+    with zipfile.ZipFile(io.BytesIO(archive.content)) as z:
+        assert z.read("alice/answer.txt") == b"my answer\n"
