@@ -4,6 +4,9 @@ due-time timer with a fake clock."""
 
 from __future__ import annotations
 
+import io
+import tarfile
+import zipfile
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -17,6 +20,7 @@ from twisted.internet.task import Clock, deferLater
 
 from desktop_relay.auth.classes import ClassScope
 from desktop_relay.classwork import ClassVolume, handin_volume, handout_volume
+from desktop_relay.classwork.archive import zip_of_handins
 from desktop_relay.classwork.mounts import classwork_mounts
 from desktop_relay.classwork.places import HANDIN_CLOSED, READ_ONLY, refusal
 from desktop_relay.classwork.service import Classwork
@@ -91,6 +95,27 @@ def test_a_class_name_that_cannot_be_a_folder_is_left_out() -> None:
     mounts = classwork_mounts(scope, "school", DESKTOP, "anna", "pupil", frozenset({"klasse/../x", "klasse.."}),
                               closed=())
     assert [m.target for m in mounts] == ["/home/kasm-user/Handout/klasse..", "/home/kasm-user/Hand-in/klasse.."]
+
+
+def test_the_handins_zip_is_made_from_the_engines_tar_stream_piece_by_piece() -> None:
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w") as tar:
+        for name, data in (("h", None), ("h/0/essay.txt", b"anna's essay"), ("h/1/x/big.bin", b"\0" * 200_000),
+                           ("h/2/ignored.txt", b"not asked for")):
+            info = tarfile.TarInfo(name)
+            if data is None:
+                info.type = tarfile.DIRTYPE
+                tar.addfile(info)
+            else:
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+    data = raw.getvalue()
+    pieces = list(zip_of_handins(iter([data[i:i + 1000] for i in range(0, len(data), 1000)]), "h",
+                                 {"0": "anna", "1": "ben"}))
+    assert len(pieces) > 3  # written as it was read, not at the end
+    with zipfile.ZipFile(io.BytesIO(b"".join(pieces))) as archive:
+        assert archive.namelist() == ["anna/essay.txt", "ben/x/big.bin"]
+        assert archive.read("anna/essay.txt") == b"anna's essay" and len(archive.read("ben/x/big.bin")) == 200_000
 
 
 def test_due_times_are_iso_with_a_zone_or_epoch_and_within_a_year() -> None:

@@ -31,6 +31,7 @@ def refusal(classwork: Classwork, volume: ClassVolume, for_teacher: bool) -> str
     """Why this classwork folder may not be changed now (READ_ONLY, HANDIN_CLOSED), if so."""
     if volume.kind == HANDOUT:
         return None if for_teacher else READ_ONLY
-    if volume.kind == HANDIN:
-        return HANDIN_CLOSED if classwork.closed(volume.class_group) or for_teacher else None
+    if volume.kind == HANDIN and not for_teacher:
+        return HANDIN_CLOSED if classwork.closed(volume.class_group) else None
+    # Teachers collect hand-ins; they never change them.
     return READ_ONLY
