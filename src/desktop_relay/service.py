@@ -30,6 +30,8 @@ from .auth.throttle import LoginThrottle
 from .auth.websessions import WebSessions
 from .backend import quiet_pool
 from .capacity import CapacityLimits
+from .classwork.service import Classwork
+from .classwork.volumes import DockerClassworkVolumes
 from .config import ConfigError, RelayConfig, ScheduleSettings
 from .engine import ContainerEngineUnavailable, DockerProvisioner, docker_threadpool
 from .engine.docker_volumes import DockerHomeVolumes
@@ -62,6 +64,7 @@ from .web.api import UserAPI
 from .web.app import RelayWeb
 from .web.bodies import bounded_request
 from .web.classes import ClassesAPI
+from .web.classwork import ClassworkAPI, HandoutFiles
 from .web.files import FilesAPI
 from .web.guard import RequestGuard
 from .web.looks import Looks, LooksAPI
@@ -147,6 +150,14 @@ class RelayService(MultiService):
             metrics=self.metrics,
         )
         probe = ReadinessProbe(reactor).probe
+        # Who teaches which class (auth/classes.py): the scope of every teacher feature.
+        self.classes = ClassScope(config.classes)
+        # Hand-outs and hand-ins (classwork/): their files containers and root helper run the
+        # image of the first desktop (by name) with a home, as its user.
+        helper = next((d for _, d in sorted(config.desktops.items()) if d.home != "none"), None)
+        image, uid = (helper.image, helper.home_uid) if helper is not None else ("", 1000)
+        self.classwork = Classwork(self.classes, DockerClassworkVolumes(provisioner, config.instance, image),
+                                   self.store, reactor, config.instance, image, uid)
         self.sessions = DesktopSessions(
             store=self.store,
             provisioner=provisioner,
@@ -171,6 +182,7 @@ class RelayService(MultiService):
             metrics=self.metrics,
             homes=home_volumes,
             shares=config.shares,
+            classwork=self.classwork,
         )
         self.home_usage = HomeUsage(
             home_volumes, self.store, reactor, config.instance,
@@ -198,8 +210,6 @@ class RelayService(MultiService):
             pool=self.pool,
             prestarts=self.prestarts,
         )
-        # Who teaches which class (auth/classes.py): the scope of every teacher feature.
-        self.classes = ClassScope(config.classes)
         # Desktops teachers offer their classes for a time (lifecycle/assignments.py).
         self.assignments = ClassAssignments(self.store, self.sessions, reactor)
         self.access = DesktopAccess(self.store, self.sessions, guard, self.classes,
@@ -218,7 +228,9 @@ class RelayService(MultiService):
         self.files = DockerFiles(provisioner, home_volumes, reactor, config.instance,
                                  config.homes.files_idle)
         files_api = FilesAPI(self.files, guard, config.instance, self.sessions.desktops_for, config.shares,
-                             config.homes.files_max_upload)
+                             config.homes.files_max_upload, self.classwork)
+        classwork_api = ClassworkAPI(self.classwork, guard, self.store, HandoutFiles(
+            self.files, guard, self.classwork, self.store, config.homes.files_max_upload))
         admin_auth = AdminAuth(self.store, guard, reactor)
         admin = AdminAPI(admin_auth, {
             "sessions": SessionsAdmin(admin_auth, self.store, self.sessions, self.bridges).app.resource(),
@@ -237,6 +249,7 @@ class RelayService(MultiService):
                         {"files": files_api.app.resource(),
                          "classes": ClassesAPI(self.store, self.sessions, guard, self.classes,
                                                self.assignments).app.resource(),
+                         "classwork": classwork_api.app.resource(),
                          "looks": looks_api.app.resource()},
                         looks_of=self.looks.of_session),
             access=self.access,
@@ -304,6 +317,10 @@ class RelayService(MultiService):
         # An assignment that ended while no relay ran stops what it offered now; a week covers
         # any pause a relay is likely to have.
         yield self.assignments.start(self._reactor.seconds() - 7 * 86400)
+        try:
+            yield self.classwork.start()
+        except ContainerEngineUnavailable as e:
+            self._log.warn("hand-in due times not enforced yet: {reason}", reason=str(e))
         self.lifecycle.setServiceParent(self)
         self._purger.setServiceParent(self)
         self._sighup.accepting = True
@@ -364,6 +381,7 @@ class RelayService(MultiService):
         for working in self.sessions.working():
             working.cancel()
         yield DeferredList(self.sessions.working(), consumeErrors=True)
+        self.classwork.stop()
         yield self.store.close()
         try:
             yield self.files.stop()

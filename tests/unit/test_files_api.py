@@ -101,7 +101,8 @@ async def test_a_user_is_told_their_homes_and_the_limits(served: tuple[Served, S
     code, _, body = await api.call("GET", "/")
     assert code == 200
     assert body == {"max_upload": 1024 * 1024,
-                    "homes": [{"key": "default", "title": "Demo", "quota": 10 * 1024 * 1024, "shares": []}]}
+                    "homes": [{"key": "default", "title": "Demo", "quota": 10 * 1024 * 1024, "kind": "home",
+                               "writable": True, "shares": []}]}
 
 
 @pytest_twisted.ensureDeferred

@@ -22,6 +22,7 @@ import desktop_relay.service
 from desktop_relay.web import openapi
 from desktop_relay.web.api import UserAPI
 from desktop_relay.web.classes import ClassesAPI
+from desktop_relay.web.classwork import ClassworkAPI, HandoutFiles
 from desktop_relay.web.files import FilesAPI
 from desktop_relay.web.looks import LooksAPI
 from desktop_relay.web.openapi import PLANNED, admin_document, packaged_document, user_document
@@ -30,7 +31,8 @@ from desktop_relay.web.responses import PROBLEM_TYPE_PREFIX, Problem
 WEB = Path(openapi.__file__).parent
 METHODS = {"get", "put", "post", "delete", "patch"}
 # The modules whose problems reach API callers (the pages' own, under /desktop/ and /login, do not).
-API_MODULES = ["api.py", "files.py", "classes.py", "looks.py", "bodies.py", "guard.py", "responses.py", "admin/*.py"]
+API_MODULES = ["api.py", "files.py", "classes.py", "classwork.py", "looks.py", "bodies.py", "guard.py", "responses.py",
+               "admin/*.py"]
 
 
 def klein_routes(app: Klein, prefix: str) -> Iterator[tuple[str, str]]:
@@ -74,6 +76,11 @@ def routes() -> set[tuple[str, str]]:
     # The class view's API, mounted at /api/classes/.
     found.update(klein_routes(ClassesAPI.app, "/api/classes"))
     found.update(klein_routes(LooksAPI.app, "/api/looks"))
+    # The classwork API at /api/classwork/, and the files API's routes again on the hand-outs.
+    found.update((path, method) for path, method in klein_routes(ClassworkAPI.app, "/api/classwork")
+                 if "{__rest__}" not in path)
+    found.update((path.replace("{__rest__}", "{path}"), method)
+                 for path, method in klein_routes(HandoutFiles.app, "/api/classwork/handout"))
     for name, group in admin_groups().items():
         # A group's "/" is its mount point itself, /api/admin/<name> (with or without the slash).
         found.update((path.removesuffix("/"), method) for path, method in klein_routes(group, f"/api/admin/{name}"))

@@ -315,7 +315,10 @@ class DockerFiles:
                 entrypoint=["sleep"],
                 command=["infinity"],
                 user=f"{home.uid}:{home.uid}",
-                working_dir=home.path,
+                # Not the mount's path: for a path the image lacks (a class's hand-out at
+                # /handout), Docker would make it as root first and copy that owner onto a new,
+                # empty volume. Every command names its paths in full.
+                working_dir="/",
                 name=name,
                 labels={LABEL_FILES: home.volume, LABEL_FILES_INSTANCE: self._instance},
                 host_config=host_config,

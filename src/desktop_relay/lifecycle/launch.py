@@ -17,6 +17,7 @@ from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
 from ..backend import Backend
+from ..classwork.service import Classwork
 from ..config import DesktopType, ShareSettings
 from ..engine.interface import (
     ContainerEngineTimedOut,
@@ -67,6 +68,7 @@ class ContainerLaunch:
     _working: dict[str, Deferred[None]]
     provisioner: IContainerProvisioner
     homes: IHomeVolumes | None
+    classwork: Classwork | None
     instance: str
     engine: EngineState
     watch: SessionWatch
@@ -150,7 +152,20 @@ class ContainerLaunch:
         # Shares follow the groups of the user's last sign-in, as the pre-started desktops of a
         # schedule do, which start with nobody signed in.
         seen = yield self._store.seen_user(session.owner)
-        return desktop_mounts(home, desktop, self._shares, session.owner, seen.groups if seen else frozenset())
+        mounts = desktop_mounts(home, desktop, self._shares, session.owner, seen.groups if seen else frozenset())
+        if self.classwork is None or seen is None or home is None:
+            return mounts
+        # Hand-outs and hand-ins are folders inside the home, by the same last sign-in.
+        try:
+            classwork = yield self.classwork.mounts_for(desktop, session.owner, seen.role, seen.groups)
+        except ContainerEngineUnavailable as e:
+            yield self._requeue(session, e)
+            return None
+        except HomeVolumeFailed as e:
+            yield self._fail(session, ENGINE_REFUSED,
+                             N_("Your class folders could not be prepared: {reason}").format(reason=str(e)))
+            return None
+        return mounts + classwork
 
     @inlineCallbacks
     def _requeue(

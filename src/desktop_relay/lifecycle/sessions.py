@@ -22,6 +22,7 @@ from twisted.python.failure import Failure
 from ..auth import Identity
 from ..backend import Backend
 from ..capacity import CapacityLimits
+from ..classwork.service import Classwork
 from ..config import DesktopType, ShareSettings
 from ..engine.interface import (
     ContainerEngineUnavailable,
@@ -97,12 +98,15 @@ class DesktopSessions(ContainerLaunch):
         metrics: RelayMetrics | None = None,
         homes: IHomeVolumes | None = None,
         shares: Mapping[str, ShareSettings] | None = None,
+        classwork: Classwork | None = None,
     ) -> None:
         """`homes` None: desktops start without a home (for tests of other concerns); `shares`
         are mounted read-only into the desktops of those who may see them."""
         self._store = store
         self.provisioner = provisioner
         self.homes = homes
+        # Hand-outs and hand-ins mounted into homes (None: none, for tests of other concerns).
+        self.classwork = classwork
         self._shares = shares or {}
         self._probe = probe
         self._clock = clock

@@ -11,6 +11,7 @@ classes). A second implementation (PostgreSQL, for several relays) would offer t
 from .admin import AdminQueries, TokenNameTaken
 from .assignments import Assignment, AssignmentQueries
 from .audit import AuditFilter, AuditQueries
+from .classwork import ClassworkQueries, DueTime
 from .desktop_sessions import DesktopSessionQueries
 from .homes import HomeQueries, HomeRecord
 from .pool import PoolContainer, PoolQueries, Prestart
@@ -36,6 +37,7 @@ from .web_sessions import WebSessionQueries
 class SQLiteStore(
     DesktopSessionQueries, WebSessionQueries, AuditQueries, AdminQueries, HomeQueries, PoolQueries,
     AssignmentQueries,
+    ClassworkQueries,
 ):
     """Asynchronous access to the SQLite database; every method returns a Deferred."""
 
@@ -43,6 +45,7 @@ class SQLiteStore(
 __all__ = [
     "ACTIVE_STATES",
     "AuditFilter",
+    "DueTime",
     "FAILED",
     "HOLDING_STATES",
     "QUEUED",

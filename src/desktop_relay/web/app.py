@@ -29,7 +29,7 @@ from twisted.web.server import Request
 from twisted.web.static import File
 from werkzeug.exceptions import HTTPException
 
-from ..auth import Identity, IPasswordAuthenticator
+from ..auth import ADMIN, TEACHER, Identity, IPasswordAuthenticator
 from ..auth.header import TrustedHeaders
 from ..auth.oidc import OpenIDSignIn, SignInFailed
 from ..auth.roles import Roles
@@ -211,7 +211,9 @@ class RelayWeb:
         web = yield self._guard.sessions.current(request)
         if web is None:
             return redirect(request, "/login")
-        return self._pages.render(request, "dashboard.html", name=web.display_name)
+        # Teachers (and admins, who may teach too) get the hand-outs and hand-ins section.
+        return self._pages.render(request, "dashboard.html", name=web.display_name,
+                                  teaches=web.role in (TEACHER, ADMIN))
 
     @app.route("/login", methods=["GET"])
     @inlineCallbacks

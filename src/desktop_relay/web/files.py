@@ -16,12 +16,15 @@ from collections.abc import Callable, Generator, Mapping
 from typing import Any
 
 from klein import Klein
-from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.defer import Deferred, inlineCallbacks, succeed
 from twisted.logger import Logger
 from twisted.web.iweb import IRequest
 from twisted.web.server import Request
 
 from ..auth import Identity
+from ..classwork import ClassVolume
+from ..classwork.places import HANDIN_CLOSED, pupil_places, refusal
+from ..classwork.service import Classwork
 from ..config import DesktopType, ShareSettings
 from ..engine.interface import ContainerEngineUnavailable
 from ..files import DockerFiles, Entry, FilesPlace, places_for
@@ -76,16 +79,18 @@ class FilesAPI:
     def __init__(
         self, files: DockerFiles, guard: RequestGuard, instance: str,
         desktops_for: Callable[[Identity], list[DesktopType]], shares: Mapping[str, ShareSettings],
-        max_upload: int,
+        max_upload: int, classwork: Classwork | None = None,
     ) -> None:
         """`desktops_for` gives the desktops a user may start now (their homes are the user's
-        homes, so a reload that changes desktops changes them too)."""
+        homes, so a reload that changes desktops changes them too); with `classwork` a pupil
+        also sees their classes' hand-outs (read-only) and their hand-ins."""
         self._files = files
         self._guard = guard
         self._instance = instance
         self._desktops_for = desktops_for
         self._shares = shares
         self._max_upload = max_upload
+        self._classwork = classwork
 
     handle_problems(app, _engine_down)
 
@@ -96,7 +101,8 @@ class FilesAPI:
         return json_response(request, {
             "max_upload": self._max_upload,
             "homes": [
-                {"key": key, "title": place.title, "quota": place.quota,
+                {"key": key, "title": place.title, "quota": place.quota, "kind": self._kind(place),
+                 "writable": self._refusal(place) is None,
                  "shares": [share[len(place.home.path) + 1:] for share in place.share_targets
                             if share.startswith(place.home.path + "/")]}
                 for key, place in places.items()
@@ -115,13 +121,14 @@ class FilesAPI:
             return None
         entries = yield self._answer(request, place, path, self._files.entries(place, path))
         shares = place.share_targets
+        writable = self._refusal(place) is None
         return json_response(request, {
             "home": key,
             "path": path.relative,
-            "writable": not in_share(path.inside, shares),
+            "writable": writable and not in_share(path.inside, shares),
             "entries": [
                 {"name": e.name, "type": e.kind, "size": e.size, "modified": e.modified,
-                 "writable": deletable(f"{path.inside}/{e.name}", place.home.path, shares)}
+                 "writable": writable and deletable(f"{path.inside}/{e.name}", place.home.path, shares)}
                 for e in entries
             ],
         })
@@ -130,7 +137,7 @@ class FilesAPI:
     @inlineCallbacks
     def upload(self, request: Request, key: str) -> Generator[Deferred[Any], Any, bytes]:
         self._guard.require_same_origin(request)
-        place, path = yield self._target(request, key)
+        place, path = yield self._writable_target(request, key)
         if not path.segments or _folder_url(request):
             raise Problem(405, "upload-to-folder", N_("A file name is needed"),
                           N_("Upload to the file's own address, below its folder."))
@@ -142,13 +149,14 @@ class FilesAPI:
         if size > self._max_upload:
             raise _too_large(self._max_upload)
         entry, created = yield self._answer(request, place, path, self._files.upload(place, path, content, size))
+        yield self._changed(request, place, path, "put")
         return json_response(request, _entry_view(entry), 201 if created else 200)
 
     @app.route("/<key>/", branch=True, methods=["POST"])
     @inlineCallbacks
     def make_folder(self, request: Request, key: str) -> Generator[Deferred[Any], Any, bytes]:
         self._guard.require_same_origin(request)
-        place, folder = yield self._target(request, key)
+        place, folder = yield self._writable_target(request, key)
         body = read_json_body(request)
         name = body.get("folder") if isinstance(body, dict) else None
         if not isinstance(name, str):
@@ -159,39 +167,82 @@ class FilesAPI:
         except BadPath as e:
             raise _bad_path(e) from None
         entry = yield self._answer(request, place, path, self._files.mkdir(place, path))
+        yield self._changed(request, place, path, "put")
         return json_response(request, _entry_view(entry), 201)
 
     @app.route("/<key>/", branch=True, methods=["DELETE"])
     @inlineCallbacks
     def delete(self, request: Request, key: str) -> Generator[Deferred[Any], Any, bytes]:
         self._guard.require_same_origin(request)
-        place, path = yield self._target(request, key)
+        place, path = yield self._writable_target(request, key)
         if not path.segments:
             raise Problem(403, "read-only", N_("Read-only"), N_("Your home folder itself cannot be deleted."))
         yield self._answer(request, place, path, self._files.delete(place, path))
+        yield self._changed(request, place, path, "delete")
         request.setResponseCode(204)
         return b""
 
-    # -- shared -------------------------------------------------------------------------
+    # -- what the places are: the user's homes, and (classwork) their class folders ---------
 
     @inlineCallbacks
-    def _places(self, request: IRequest) -> Generator[Deferred[Any], Any, dict[str, FilesPlace]]:
+    def _places(self, request: IRequest) -> Generator[Deferred[Any], Any, Mapping[str, FilesPlace]]:
         web = yield self._guard.signed_in(request)
         identity = identity_of(web)
-        return places_for(self._instance, identity.user_id, identity.groups, self._desktops_for(identity),
-                          self._shares)
+        places = places_for(self._instance, identity.user_id, identity.groups, self._desktops_for(identity),
+                            self._shares)
+        if self._classwork is not None and places:
+            places.update(pupil_places(self._classwork, identity))
+        return places
+
+    def _missing(self, key: str) -> Problem:
+        return Problem(404, "no-such-home", N_("No such home"), N_("You have no files at {key}."),
+                       values={"key": repr(key)})
+
+    def _kind(self, place: FilesPlace) -> str:
+        return place.home.kind if isinstance(place.home, ClassVolume) else "home"
+
+    def _refusal(self, place: FilesPlace) -> Problem | None:
+        """Why nothing in this place may be changed now, if so."""
+        if not isinstance(place.home, ClassVolume) or self._classwork is None:
+            return None
+        return refusal_problem(refusal(self._classwork, place.home, for_teacher=False))
+
+    def _prepare(self, place: FilesPlace) -> Deferred[Any]:
+        """Make what the place's files container mounts, where the files containers would not."""
+        if isinstance(place.home, ClassVolume) and self._classwork is not None:
+            return self._classwork.prepare(place.home)
+        return succeed(None)
+
+    def _changed(self, request: IRequest, place: FilesPlace, path: FilesPath, action: str) -> Deferred[Any]:
+        """After a change ("put", "delete"): nothing more for a user's own files."""
+        return succeed(None)
+
+    # -- shared -------------------------------------------------------------------------
 
     @inlineCallbacks
     def _target(self, request: Request, key: str) -> Generator[Deferred[Any], Any, tuple[FilesPlace, FilesPath]]:
         places = yield self._places(request)
         place = places.get(key)
         if place is None:
-            raise Problem(404, "no-such-home", N_("No such home"), N_("You have no files at {key}."),
-                          values={"key": repr(key)})
+            raise self._missing(key)
         try:
-            return place, files_path(place.home.path, request.postpath or [])
+            path = files_path(place.home.path, request.postpath or [])
         except BadPath as e:
             raise _bad_path(e) from None
+        yield self._prepare(place)
+        return place, path
+
+    @inlineCallbacks
+    def _writable_target(self, request: Request,
+                         key: str) -> Generator[Deferred[Any], Any, tuple[FilesPlace, FilesPath]]:
+        place, path = yield self._target(request, key)
+        refusal = self._refusal(place)
+        if refusal is not None:
+            self._log.info("refused {method} of {path} in {user}'s {home}: {reason}",
+                           method=request.method.decode(), path=path.relative or "/", user=place.home.owner,
+                           home=place.home.key, reason=refusal.slug)
+            raise refusal
+        return place, path
 
     @inlineCallbacks
     def _answer(self, request: IRequest, place: FilesPlace, path: FilesPath,
@@ -207,6 +258,16 @@ class FilesAPI:
                 method=request.method.decode(), path=path.relative or "/", user=place.home.owner,
                 home=place.home.key, reason=str(e))
             raise problem from None
+
+
+def refusal_problem(reason: str | None) -> Problem | None:
+    """A classwork folder's refusal (classwork/places.py) as the user's problem."""
+    if reason is None:
+        return None
+    if reason == HANDIN_CLOSED:
+        return Problem(409, "handin-closed", N_("Hand-in closed"),
+                       N_("The due time has passed: this hand-in can be read, not changed."))
+    return Problem(403, "read-only", N_("Read-only"), N_("A hand-out can be read, not changed."))
 
 
 def _folder_url(request: Request) -> bool:
